@@ -1,0 +1,167 @@
+"""Shipped weights: atomic saves, a manifest with sha256, and safe loading.
+
+`checkpoints/manifest.json` maps a checkpoint name to
+    {"file", "sha256", "config": {"class", "kwargs"}, "data_mode", "command",
+     "metrics", "history", "versions", "trained_seconds", "saved"}.
+Files hold a state_dict only and are loaded with `weights_only=True`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import settings
+from .nets import ARCHITECTURES
+
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or does not fit the architecture it claims."""
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call write(file_object) on a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_manifest(directory: Path | None = None) -> dict:
+    """The manifest as a dict (empty when there is none yet)."""
+    path = (directory or settings.checkpoint_dir()) / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); restore it with git checkout") from exc
+
+
+def _write_manifest(manifest: dict, directory: Path) -> None:
+    text = json.dumps(dict(sorted(manifest.items())), indent=2) + "\n"
+    _atomic_write(directory / MANIFEST, lambda f: f.write(text.encode()))
+
+
+def library_versions() -> dict:
+    import numpy
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    try:
+        import torchvision
+        versions["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def model_config(model: nn.Module) -> dict:
+    """{"class": name, "kwargs": constructor arguments} of a registered model with a `config` dict."""
+    cls = type(model).__name__
+    if cls not in ARCHITECTURES or not hasattr(model, "config"):
+        raise TypeError(f"{cls} is not a registered architecture with a `config` attribute; "
+                        f"decorate it with helpers.nets.register")
+    return {"class": cls, "kwargs": dict(model.config)}
+
+
+def build_model(config: dict) -> nn.Module:
+    """A fresh model from a manifest config {"class", "kwargs"} (registered classes only)."""
+    cls = ARCHITECTURES.get(config.get("class", ""))
+    if cls is None:
+        raise CheckpointError(f"unknown architecture {config.get('class')!r}; known: {sorted(ARCHITECTURES)}")
+    return cls(**config.get("kwargs", {}))
+
+
+def save(name: str, model: nn.Module, *, metrics: dict | None = None, data_mode: str | None = None,
+         command: str | None = None, history: dict | None = None, trained_seconds: float | None = None,
+         directory: Path | None = None) -> Path:
+    """Write `model.state_dict()` to `<dir>/<name>.pt` atomically and record it in the manifest."""
+    directory = directory or settings.checkpoint_dir()
+    config = model_config(model)
+    path = directory / f"{name}.pt"
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(path, lambda f: torch.save(state, f))
+    manifest = read_manifest(directory)
+    manifest[name] = {
+        "file": path.name, "sha256": sha256_of(path), "config": config, "data_mode": data_mode,
+        "command": command or f"python -m helpers train {name}", "metrics": metrics or {},
+        "history": history, "trained_seconds": trained_seconds, "versions": library_versions(),
+        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _write_manifest(manifest, directory)
+    return path
+
+
+def exists(name: str, directory: Path | None = None) -> bool:
+    directory = directory or settings.checkpoint_dir()
+    return name in read_manifest(directory) and (directory / f"{name}.pt").exists()
+
+
+def entry(name: str, directory: Path | None = None) -> dict:
+    """The manifest entry of `name`; CheckpointError naming the known ones when absent."""
+    directory = directory or settings.checkpoint_dir()
+    manifest = read_manifest(directory)
+    if name not in manifest:
+        raise CheckpointError(f"no checkpoint named {name!r} in {directory / MANIFEST} "
+                              f"(known: {sorted(manifest) or 'none'}); train it with "
+                              f"`python -m helpers train {name}`")
+    return manifest[name]
+
+
+def load(name: str, device: torch.device | str | None = None, directory: Path | None = None) -> nn.Module:
+    """The ready model of checkpoint `name`: built from its config, weights verified and loaded,
+    in eval mode, on `device` (default `settings.device()`)."""
+    directory = directory or settings.checkpoint_dir()
+    meta = entry(name, directory)
+    path = directory / meta["file"]
+    retrain = f"retrain it with `{meta.get('command') or f'python -m helpers train {name}'}`"
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {path} is missing; {retrain} or restore it with git")
+    digest = sha256_of(path)
+    if digest != meta["sha256"]:
+        raise CheckpointError(f"checkpoint {path} is corrupt: sha256 {digest[:12]}... does not match "
+                              f"the manifest's {meta['sha256'][:12]}...; {retrain} or restore it with git")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc}); {retrain}") from exc
+    model = build_model(meta["config"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit architecture {meta['config']}: {exc}") from exc
+    return model.to(device or settings.device()).eval()
+
+
+def load_or_train(name: str, retrain: bool = False, device: torch.device | str | None = None) -> nn.Module:
+    """Load checkpoint `name`, or train it from its recipe (and save it) when `retrain` is true or
+    it does not exist yet. Under `DGM_SMOKE=1` retraining is a couple of batches and is not saved
+    over the shipped weights."""
+    if not retrain and exists(name):
+        return load(name, device)
+    from .recipes import train  # deferred: recipes import models and data
+    return train(name, device=device)

@@ -1,0 +1,43 @@
+"""Network building blocks for 28x28 images: the verification classifier and shared conv parts."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {}
+
+
+def register(cls: type[nn.Module]) -> type[nn.Module]:
+    """Make a model class buildable from a checkpoint manifest's config by its name."""
+    ARCHITECTURES[cls.__name__] = cls
+    return cls
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    """3x3 conv (padding 1) + batch norm + ReLU; stride 2 halves the spatial size."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+@register
+class DigitClassifier(nn.Module):
+    """CNN for one-channel 28x28 digits: (N, 1, 28, 28) in [0, 1] -> logits (N, n_classes).
+
+    Three conv stages of width `width`, 2*width, 4*width with max pooling
+    (28 -> 14 -> 7 -> 3), then a 128-unit hidden layer with dropout.
+    """
+
+    def __init__(self, width: int = 32, n_classes: int = 10, dropout: float = 0.3):
+        super().__init__()
+        w = width
+        self.config = {"width": width, "n_classes": n_classes, "dropout": dropout}
+        self.features = nn.Sequential(
+            conv_bn_relu(1, w), conv_bn_relu(w, w), nn.MaxPool2d(2),              # 28x28 -> 14x14
+            conv_bn_relu(w, 2 * w), conv_bn_relu(2 * w, 2 * w), nn.MaxPool2d(2),  # 14x14 -> 7x7
+            conv_bn_relu(2 * w, 4 * w), nn.MaxPool2d(2),                          # 7x7 -> 3x3
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 9, 128), nn.ReLU(inplace=True),
+                                  nn.Dropout(dropout), nn.Linear(128, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

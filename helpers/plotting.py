@@ -1,0 +1,96 @@
+"""Figures: image grids, labelled rows, training curves, confusion matrices."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data import validate_images
+
+
+def to_numpy_images(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> (N, H, W) for C = 1 or (N, H, W, 3) for C = 3, as numpy."""
+    validate_images(images, size=images.shape[-1] if images.dim() == 4 else 28)
+    arr = images.detach().cpu().float().numpy()
+    return arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
+
+
+def show_images(images: torch.Tensor, titles: Sequence | None = None, ncols: int = 10,
+                title: str | None = None, scale: float = 1.0, axes_off: bool = True):
+    """Plot (N, C, H, W) images in a grid of `ncols` columns, with optional per-image titles.
+    Returns the matplotlib Figure."""
+    arr = to_numpy_images(images)
+    n = len(arr)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * 1.1 * ncols, scale * (1.1 if titles is None else 1.35) * nrows),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i < n:
+            ax.imshow(arr[i], cmap="gray" if arr.ndim == 3 else None, vmin=0, vmax=1, interpolation="nearest")
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=8)
+        if axes_off:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_rows(rows: dict[str, torch.Tensor], ncols: int | None = None, scale: float = 1.0):
+    """One row of images per entry {row label: (N, C, H, W)}, e.g. originals above reconstructions."""
+    ncols = ncols or max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(scale * 1.0 * ncols + 1.2, scale * 1.05 * len(rows)),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        arr = to_numpy_images(images[:ncols])
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c < len(arr):
+                ax.imshow(arr[c], cmap="gray" if arr.ndim == 3 else None, vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history, keys: Sequence[str] = ("train_loss", "val_loss"), ax=None, title: str | None = None):
+    """Per-epoch curves of `keys` from a `training.History` or its dict form."""
+    epochs = history["epochs"] if isinstance(history, dict) else history.epochs
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    for key in keys:
+        xs = [e["epoch"] for e in epochs if key in e]
+        ax.plot(xs, [e[key] for e in epochs if key in e], marker="o", ms=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_confusion(true: torch.Tensor, predicted: torch.Tensor, n_classes: int = 10, ax=None, title: str | None = None):
+    """Confusion matrix (rows: true class, columns: predicted) with counts; off-diagonal emphasised."""
+    cm = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    cm.index_put_((true.long(), predicted.long()), torch.ones_like(true, dtype=torch.long), accumulate=True)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.6))
+    off = cm.clone().float()
+    off.fill_diagonal_(float("nan"))
+    ax.imshow(off.numpy(), cmap="Reds")
+    for i in range(n_classes):
+        for j in range(n_classes):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="black" if i != j else "tab:blue")
+    ax.set_xticks(range(n_classes)), ax.set_yticks(range(n_classes))
+    ax.set_xlabel("predicted"), ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    return cm

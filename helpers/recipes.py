@@ -1,0 +1,89 @@
+"""How each shipped checkpoint is trained: data, architecture, hyper-parameters, metrics.
+
+`train(name)` runs one recipe through `training.fit`, measures its metrics and saves it
+with `checkpoints.save`. `python -m helpers train NAME` calls it. Training resumes from
+`checkpoints/.resume/NAME.pt` after an interruption.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, NamedTuple
+
+import torch
+from torch import nn
+
+from . import checkpoints, settings
+from .data import DataMode, MNISTData
+from .nets import DigitClassifier
+from .training import EarlyStopping, fit
+from .verification import Verifier, classification_loss, random_shift
+
+
+class Trained(NamedTuple):
+    model: nn.Module
+    metrics: dict
+    history: dict
+    data_mode: str
+
+
+RECIPES: dict[str, Callable[[torch.device, "object"], Trained]] = {}
+
+
+def recipe(name: str):
+    def add(fn):
+        RECIPES[name] = fn
+        return fn
+    return add
+
+
+def resume_path(name: str):
+    return settings.checkpoint_dir() / ".resume" / f"{name}.pt"
+
+
+def train(name: str, device: torch.device | str | None = None) -> nn.Module:
+    """Train checkpoint `name` from its recipe and save it (not under DGM_SMOKE=1). Returns the model."""
+    if name not in RECIPES:
+        raise ValueError(f"no recipe named {name!r}; known: {sorted(RECIPES)}")
+    device = torch.device(device) if device is not None else settings.device()
+    settings.seed_everything(0)
+    start = time.perf_counter()
+    result = RECIPES[name](device, resume_path(name))
+    seconds = round(time.perf_counter() - start, 1)
+    if not settings.smoke_mode():
+        checkpoints.save(name, result.model, metrics=result.metrics, data_mode=result.data_mode,
+                         history=result.history, trained_seconds=seconds,
+                         command=f"python -m helpers train {name}")
+    return result.model.eval()
+
+
+def one_cycle(max_lr: float):
+    """A scheduler factory for `fit`: one-cycle learning rate over all training steps."""
+    return lambda opt, total_steps: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total_steps)
+
+
+def split_validation(x: torch.Tensor, y: torch.Tensor, n_val: int):
+    """The last `n_val` rows as validation, the rest as training: ((x, y), (x_val, y_val))."""
+    n_val = min(n_val, len(x) // 6) if settings.smoke_mode() else n_val
+    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
+
+
+@recipe("verification_net")
+def _verification_net(device, resume) -> Trained:
+    mode = DataMode.MONO_FLOAT_COMPLETE
+    x, y = MNISTData(mode).get_full_data_set(training=True)
+    train_set, val_set = split_validation(x, y, n_val=5000)
+    model = DigitClassifier(width=32).to(device)
+    history = fit(model, classification_loss, train_set, val_set, epochs=8, batch_size=128,
+                  optimizer=torch.optim.AdamW(model.parameters(), weight_decay=1e-4),
+                  scheduler=one_cycle(3e-3), augment=random_shift, early_stopping=EarlyStopping(patience=3),
+                  resume_path=resume, desc="verification_net")
+    return Trained(model, verification_metrics(Verifier(model)), history.to_dict(), mode.name)
+
+
+def verification_metrics(verifier: Verifier) -> dict:
+    """Test accuracy on mono MNIST and all-three-right accuracy on stacked test images."""
+    x, y = MNISTData(DataMode.MONO_FLOAT_COMPLETE).get_full_data_set(training=False)
+    xs, ys = MNISTData(DataMode.COLOR_FLOAT_COMPLETE).get_full_data_set(training=False)
+    mono = (verifier.classify(x)[0] == y).float().mean().item()
+    stacked = (verifier.classify(xs)[0] == ys).float().mean().item()
+    return {"mnist_test_accuracy": round(mono, 5), "stacked_test_accuracy": round(stacked, 5)}

@@ -1,0 +1,144 @@
+"""The verification classifier: judges generated images by what a good MNIST CNN sees in them.
+
+One CNN (`nets.DigitClassifier`) trained on mono MNIST is applied to each channel of a
+3-channel image; the stacked class is R + 10 G + 100 B and its confidence is the product
+of the three per-channel confidences.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import validate_images
+
+CHECKPOINT = "verification_net"
+DEFAULT_TOLERANCE = {1: 0.8, 3: 0.5}  # the assignment's tolerances for mono and stacked images
+_PLACE_VALUES = torch.tensor([1, 10, 100])
+
+
+class Predictability(NamedTuple):
+    predictability: float          # fraction of images classified with confidence >= tolerance
+    accuracy: float | None         # fraction also classified as their label (None without labels)
+
+
+class ModeCount(NamedTuple):
+    modes: int                     # distinct classes among confident predictions
+    kl_to_uniform: float           # KL(class histogram || uniform over all classes), nats
+    n_confident: int               # how many images were classified confidently
+
+
+def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cross-entropy of logits on (images (B, 1, 28, 28), labels (B,)); also logs accuracy."""
+    images, labels = batch
+    logits = model(images)
+    return {"loss": F.cross_entropy(logits, labels),
+            "accuracy": (logits.argmax(1) == labels).float().mean()}
+
+
+def random_shift(batch: tuple[torch.Tensor, ...], generator: torch.Generator, max_shift: int = 2
+                 ) -> tuple[torch.Tensor, ...]:
+    """Augment (images (B, C, H, W), ...) by shifting each image by up to `max_shift` pixels in x
+    and y independently (zero fill). Other tensors in the batch pass through unchanged."""
+    images, *rest = batch
+    b, c, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4)                       # (B, C, H+2s, W+2s)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b, 1), generator=generator)
+    rows = (dy + torch.arange(h)).to(images.device)                 # (B, H)
+    cols = (dx + torch.arange(w)).to(images.device)                 # (B, W)
+    shifted = padded[torch.arange(b, device=images.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return (shifted.permute(0, 3, 1, 2).contiguous(), *rest)       # (B, H, W, C) -> (B, C, H, W)
+
+
+def _check_tolerance(tolerance: float) -> float:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0.0 <= tolerance <= 1.0:
+        raise ValueError(f"tolerance must be a number in [0, 1] (a confidence), got {tolerance!r}")
+    return float(tolerance)
+
+
+class Verifier:
+    """Classifies mono (N, 1, 28, 28) or stacked (N, 3, 28, 28) images in [0, 1] with one CNN."""
+
+    def __init__(self, net: nn.Module, batch_size: int = 4096):
+        self.net = net.eval()
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, device: torch.device | str | None = None) -> "Verifier":
+        """The verifier on the shipped `verification_net` checkpoint."""
+        from . import checkpoints
+        return cls(checkpoints.load(CHECKPOINT, device=device))
+
+    @torch.no_grad()
+    def digit_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, 28, 28) -> (N, C, 10) softmax probabilities of each channel's digit."""
+        validate_images(images)
+        n, c = images.shape[:2]
+        flat = images.reshape(n * c, 1, 28, 28)  # row n*C + k is channel k of image n
+        device = next(self.net.parameters()).device
+        probs = [F.softmax(self.net(flat[i:i + self.batch_size].to(device)), dim=1).cpu()
+                 for i in range(0, len(flat), self.batch_size)]
+        return torch.cat(probs).reshape(n, c, 10) if probs else torch.zeros(0, c, 10)
+
+    def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, 28, 28) -> (labels (N,) in 0..10**C-1, confidence (N,) = product over channels)."""
+        probs = self.digit_probabilities(images)
+        conf, digit = probs.max(dim=2)                       # (N, C) each
+        labels = (digit * _PLACE_VALUES[: probs.shape[1]]).sum(1)
+        return labels, conf.prod(dim=1)
+
+    @staticmethod
+    def n_classes(images: torch.Tensor) -> int:
+        return 10 ** images.shape[1]
+
+    def _confident(self, images, tolerance):
+        tolerance = _check_tolerance(DEFAULT_TOLERANCE[images.shape[1]] if tolerance is None else tolerance)
+        labels, conf = self.classify(images)
+        return labels, conf >= tolerance
+
+    def predictability(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                       tolerance: float | None = None) -> Predictability:
+        """Fraction of images classified with confidence >= tolerance (default 0.8 mono, 0.5
+        stacked) and, given labels (N,), the fraction both confident and right."""
+        predicted, confident = self._confident(images, tolerance)
+        if len(predicted) == 0:
+            raise ValueError("images is empty; need at least one image")
+        accuracy = None
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor) or labels.shape != predicted.shape:
+                raise ValueError(f"labels must be a tensor of shape ({len(predicted)},), got "
+                                 f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+            accuracy = (confident & (predicted == labels.cpu())).float().mean().item()
+        return Predictability(confident.float().mean().item(), accuracy)
+
+    def class_histogram(self, images: torch.Tensor, tolerance: float | None = None) -> torch.Tensor:
+        """(n_classes,) int64 counts of the confidently predicted classes (10 or 1000 classes)."""
+        predicted, confident = self._confident(images, tolerance)
+        return torch.bincount(predicted[confident], minlength=self.n_classes(images))
+
+    def coverage(self, images: torch.Tensor, tolerance: float | None = None) -> float:
+        """Fraction of the 10 (or 1000) classes seen among confidently classified images."""
+        counts = self.class_histogram(images, tolerance)
+        return (counts > 0).float().mean().item()
+
+    def mode_count(self, images: torch.Tensor, tolerance: float | None = None) -> ModeCount:
+        """Distinct classes, KL of the class histogram to uniform, and confident count."""
+        counts = self.class_histogram(images, tolerance)
+        return ModeCount(int((counts > 0).sum()), kl_to_uniform(counts), int(counts.sum()))
+
+
+def kl_to_uniform(counts: torch.Tensor) -> float:
+    """KL(p || uniform) in nats for a histogram `counts` (K,) with p = counts / sum (0 log 0 = 0).
+    Ranges from 0 (perfectly uniform) to log K (all mass on one class)."""
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if counts.dim() != 1 or len(counts) == 0 or (counts < 0).any():
+        raise ValueError("counts must be a non-empty 1-D tensor of non-negative counts")
+    total = counts.sum()
+    if total == 0:
+        return math.inf  # nothing classified: as far from uniform as it gets
+    p = counts / total
+    nz = p > 0
+    return float((p[nz] * torch.log(p[nz] * len(p))).sum())

@@ -1,0 +1,121 @@
+import json
+import os
+
+import pytest
+import torch
+
+from helpers import checkpoints
+from helpers.checkpoints import CheckpointError
+from helpers.nets import DigitClassifier
+
+
+def saved(ckpt_dir, name="tiny", width=4):
+    model = DigitClassifier(width=width)
+    checkpoints.save(name, model, metrics={"acc": 0.5}, data_mode="MONO_FLOAT_COMPLETE")
+    return model
+
+
+def edit_manifest(ckpt_dir, fn):
+    path = ckpt_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    fn(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_round_trip_builds_the_model_from_the_manifest(ckpt_dir):
+    model = saved(ckpt_dir)
+    loaded = checkpoints.load("tiny", device="cpu")
+    assert isinstance(loaded, DigitClassifier) and not loaded.training
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    meta = checkpoints.entry("tiny")
+    assert meta["config"] == {"class": "DigitClassifier", "kwargs": {"width": 4, "n_classes": 10, "dropout": 0.3}}
+    assert meta["command"] == "python -m helpers train tiny" and meta["metrics"] == {"acc": 0.5}
+    assert meta["sha256"] == checkpoints.sha256_of(ckpt_dir / "tiny.pt")
+    assert {"torch", "python", "numpy"} <= set(meta["versions"])
+
+
+def test_unknown_and_missing_checkpoints(ckpt_dir):
+    with pytest.raises(CheckpointError, match="no checkpoint named 'nope'.*python -m helpers train nope"):
+        checkpoints.load("nope")
+    saved(ckpt_dir)
+    os.remove(ckpt_dir / "tiny.pt")
+    with pytest.raises(CheckpointError, match="is missing"):
+        checkpoints.load("tiny")
+
+
+def test_corrupted_file_fails_the_sha256_check(ckpt_dir):
+    saved(ckpt_dir)
+    path = ckpt_dir / "tiny.pt"
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupt: sha256"):
+        checkpoints.load("tiny")
+
+
+def test_wrong_sha256_in_manifest(ckpt_dir):
+    saved(ckpt_dir)
+    edit_manifest(ckpt_dir, lambda m: m["tiny"].update(sha256="0" * 64))
+    with pytest.raises(CheckpointError, match="does not match the manifest"):
+        checkpoints.load("tiny")
+
+
+def test_unreadable_file_with_matching_sha256(ckpt_dir):
+    saved(ckpt_dir)
+    (ckpt_dir / "tiny.pt").write_bytes(b"not a torch file")
+    edit_manifest(ckpt_dir, lambda m: m["tiny"].update(sha256=checkpoints.sha256_of(ckpt_dir / "tiny.pt")))
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        checkpoints.load("tiny")
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_loading_never_runs_pickled_code(ckpt_dir):
+    saved(ckpt_dir)
+    torch.save({"x": Evil()}, ckpt_dir / "tiny.pt")
+    edit_manifest(ckpt_dir, lambda m: m["tiny"].update(sha256=checkpoints.sha256_of(ckpt_dir / "tiny.pt")))
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        checkpoints.load("tiny")
+
+
+def test_weights_of_another_architecture(ckpt_dir):
+    saved(ckpt_dir, width=4)
+    edit_manifest(ckpt_dir, lambda m: m["tiny"]["config"]["kwargs"].update(width=8))
+    with pytest.raises(CheckpointError, match="does not fit architecture"):
+        checkpoints.load("tiny")
+    edit_manifest(ckpt_dir, lambda m: m["tiny"]["config"].update({"class": "os.system"}))
+    with pytest.raises(CheckpointError, match="unknown architecture"):
+        checkpoints.load("tiny")
+
+
+def test_interrupted_save_leaves_the_old_file_intact(ckpt_dir, monkeypatch):
+    saved(ckpt_dir)
+    before = (ckpt_dir / "tiny.pt").read_bytes()
+    manifest_before = (ckpt_dir / "manifest.json").read_text()
+
+    def dies_halfway(obj, f, *a, **k):
+        f.write(b"half a file")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save("tiny", DigitClassifier(width=4))
+    assert (ckpt_dir / "tiny.pt").read_bytes() == before
+    assert (ckpt_dir / "manifest.json").read_text() == manifest_before
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["manifest.json", "tiny.pt"]
+    monkeypatch.undo()
+    checkpoints.load("tiny", directory=ckpt_dir)
+
+
+def test_unregistered_models_cannot_be_saved(ckpt_dir):
+    with pytest.raises(TypeError, match="register"):
+        checkpoints.save("x", torch.nn.Linear(2, 2))
+
+
+def test_smoke_retraining_does_not_overwrite_shipped_weights(ckpt_dir, smoke):
+    model = checkpoints.load_or_train("verification_net", retrain=True, device="cpu")
+    assert isinstance(model, DigitClassifier)
+    assert not (ckpt_dir / "verification_net.pt").exists()

@@ -41,3 +41,37 @@ class DigitClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class ConvEncoder(nn.Module):
+    """(N, channels, 28, 28) -> (N, out_features): two stride-2 convs, then a linear layer."""
+
+    def __init__(self, channels: int, width: int, out_features: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),       # 28x28 -> 14x14
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2),                                                         # 14x14 -> 7x7
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, out_features),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvDecoder(nn.Module):
+    """(N, latent_dim) -> (N, out_channels, 28, 28) raw outputs (logits or distribution parameters):
+    a linear layer to 7x7 feature maps, then two stride-2 transposed convs."""
+
+    def __init__(self, latent_dim: int, width: int, out_channels: int):
+        super().__init__()
+        self.width = width
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * 7 * 7), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width),
+            nn.ReLU(),                                                                  # 7x7 -> 14x14
+            nn.ConvTranspose2d(width, out_channels, 4, stride=2, padding=1),            # 14x14 -> 28x28
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(len(z), 2 * self.width, 7, 7))

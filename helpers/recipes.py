@@ -6,6 +6,7 @@ with `checkpoints.save`. `python -m helpers train NAME` calls it. Training resum
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable, NamedTuple
 
@@ -14,9 +15,10 @@ from torch import nn
 
 from . import checkpoints, settings
 from .data import DataMode, MNISTData
+from .models import VAE, AutoEncoder, model_loss
 from .nets import DigitClassifier
 from .training import EarlyStopping, fit
-from .verification import Verifier, classification_loss, random_shift
+from .verification import Verifier, augment_for_verification, classification_loss
 
 
 class Trained(NamedTuple):
@@ -75,7 +77,7 @@ def _verification_net(device, resume) -> Trained:
     model = DigitClassifier(width=32).to(device)
     history = fit(model, classification_loss, train_set, val_set, epochs=8, batch_size=128,
                   optimizer=torch.optim.AdamW(model.parameters(), weight_decay=1e-4),
-                  scheduler=one_cycle(3e-3), augment=random_shift, early_stopping=EarlyStopping(patience=3),
+                  scheduler=one_cycle(3e-3), augment=augment_for_verification, early_stopping=EarlyStopping(patience=3),
                   resume_path=resume, desc="verification_net")
     return Trained(model, verification_metrics(Verifier(model)), history.to_dict(), mode.name)
 
@@ -87,3 +89,48 @@ def verification_metrics(verifier: Verifier) -> dict:
     mono = (verifier.classify(x)[0] == y).float().mean().item()
     stacked = (verifier.classify(xs)[0] == ys).float().mean().item()
     return {"mnist_test_accuracy": round(mono, 5), "stacked_test_accuracy": round(stacked, 5)}
+
+
+# --- auto-encoders and VAEs (notebooks 02 and 03) ------------------------------------------------
+
+GENERATIVE = {  # architecture per channel count: mono, and the joint 3-channel variant
+    1: {"latent_dim": 16, "width": 32},
+    3: {"latent_dim": 48, "width": 64},
+}
+GENERATIVE_EPOCHS = {"ae": 15, "vae": 25}
+
+
+def _ae_or_vae(kind: str, color: bool, missing: bool, device, resume) -> Trained:
+    mode = DataMode.of(color=color, binary=True, missing=missing)
+    x, y = MNISTData(mode).get_full_data_set(training=True)
+    train_set, val_set = split_validation(x, y, n_val=5000)
+    cls = AutoEncoder if kind == "ae" else VAE
+    model = cls(channels=mode.channels, **GENERATIVE[mode.channels]).to(device)
+    history = fit(model, model_loss, train_set[:1], val_set[:1], epochs=GENERATIVE_EPOCHS[kind],
+                  batch_size=128, lr=1e-3, early_stopping=EarlyStopping(patience=3),
+                  scheduler=lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps),
+                  resume_path=resume, desc=f"{kind}_{mode.name.lower()}")
+    if kind == "ae":
+        model.fit_code_distribution(train_set[0])
+    return Trained(model.eval(), generative_metrics(model, mode), history.to_dict(), mode.name)
+
+
+@torch.no_grad()
+def generative_metrics(model, mode: DataMode, n_samples: int = 10_000) -> dict:
+    """Reconstruction accuracy on the test set, predictability/coverage of samples, test ELBO."""
+    from .metrics import elbo, generation_quality, reconstruction_accuracy
+    verifier = Verifier.load()
+    x, y = MNISTData(DataMode.of(color=mode.color, binary=True, missing=False)).get_full_data_set(training=False)
+    metrics = {"reconstruction_accuracy": reconstruction_accuracy(model, verifier, x, y)}
+    samples = model.sample(256 if settings.smoke_mode() else n_samples, generator=torch.Generator().manual_seed(0))
+    metrics.update({f"sample_{k}": v for k, v in generation_quality(verifier, samples).items()})
+    if isinstance(model, VAE):
+        metrics["test_elbo"] = elbo(model, x).mean().item()
+    return {k: round(v, 4) for k, v in metrics.items()}
+
+
+for _kind in ("ae", "vae"):
+    for _color in (False, True):
+        for _missing in (False, True):
+            _name = f"{_kind}_{'color' if _color else 'mono'}{'_missing' if _missing else ''}"
+            RECIPES[_name] = functools.partial(_ae_or_vae, _kind, _color, _missing)

@@ -31,12 +31,55 @@ class ModeCount(NamedTuple):
     n_confident: int               # how many images were classified confidently
 
 
-def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Cross-entropy of logits on (images (B, 1, 28, 28), labels (B,)); also logs accuracy."""
+OUTLIER = -1  # label of a noise image in a training batch (see `add_noise_outliers`)
+
+
+def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                        outlier_weight: float = 0.5) -> dict[str, torch.Tensor]:
+    """Cross-entropy of logits on (images (B, 1, 28, 28), labels (B,)); also logs accuracy.
+
+    Rows labelled `OUTLIER` are noise images: their loss is the cross-entropy to the uniform
+    distribution over digits, as KL(uniform || softmax) ("outlier exposure"), which teaches the
+    net to be unsure of them.
+    """
     images, labels = batch
     logits = model(images)
-    return {"loss": F.cross_entropy(logits, labels),
-            "accuracy": (logits.argmax(1) == labels).float().mean()}
+    digit = labels != OUTLIER
+    loss = F.cross_entropy(logits[digit], labels[digit])
+    if not digit.all():
+        # KL(uniform || softmax): zero when the net is completely unsure of a noise image
+        kl_uniform = -F.log_softmax(logits[~digit], dim=1).mean(1) - math.log(logits.shape[1])
+        loss = loss + outlier_weight * kl_uniform.mean()
+    return {"loss": loss, "accuracy": (logits[digit].argmax(1) == labels[digit]).float().mean()}
+
+
+def noise_images(n: int, generator: torch.Generator, size: int = 28) -> torch.Tensor:
+    """(n, 1, size, size) non-digit images in [0, 1]: a mix of uniform noise, binary noise of
+    random density and smooth blobs (blurred noise, contrast-stretched)."""
+    uniform = torch.rand(n, 1, size, size, generator=generator)
+    density = torch.rand(n, 1, 1, 1, generator=generator)
+    binary = (torch.rand(n, 1, size, size, generator=generator) < density).float()
+    blobs = F.avg_pool2d(torch.rand(n, 1, size, size, generator=generator), 7, stride=1, padding=3)
+    low = blobs.amin(dim=(2, 3), keepdim=True)
+    high = blobs.amax(dim=(2, 3), keepdim=True)
+    blobs = (blobs - low) / (high - low + 1e-6)
+    kind = torch.randint(0, 3, (n, 1, 1, 1), generator=generator)
+    return torch.where(kind == 0, uniform, torch.where(kind == 1, binary, blobs))
+
+
+def add_noise_outliers(batch: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator,
+                       fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append round(fraction * B) `noise_images` labelled `OUTLIER` to (images (B, 1, H, W), labels (B,))."""
+    images, labels = batch
+    n = max(1, round(fraction * len(images)))
+    noise = noise_images(n, generator, images.shape[-1]).to(images.device)
+    return (torch.cat([images, noise]),
+            torch.cat([labels, torch.full((n,), OUTLIER, dtype=labels.dtype, device=labels.device)]))
+
+
+def augment_for_verification(batch: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator):
+    """Training augmentation of the verification net: random shifts, then noise outliers."""
+    return add_noise_outliers(random_shift(batch, generator), generator)
 
 
 def random_shift(batch: tuple[torch.Tensor, ...], generator: torch.Generator, max_shift: int = 2
@@ -62,9 +105,10 @@ def _check_tolerance(tolerance: float) -> float:
 class Verifier:
     """Classifies mono (N, 1, 28, 28) or stacked (N, 3, 28, 28) images in [0, 1] with one CNN."""
 
-    def __init__(self, net: nn.Module, batch_size: int = 4096):
+    def __init__(self, net: nn.Module, batch_size: int = 512):
         self.net = net.eval()
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # moderate: huge batches spend their time allocating activations
+        self._last: tuple | None = None  # (images, their _version, result) of the last classify call
 
     @classmethod
     def load(cls, device: torch.device | str | None = None) -> "Verifier":
@@ -84,17 +128,25 @@ class Verifier:
         return torch.cat(probs).reshape(n, c, 10) if probs else torch.zeros(0, c, 10)
 
     def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C, 28, 28) -> (labels (N,) in 0..10**C-1, confidence (N,) = product over channels)."""
+        """(N, C, 28, 28) -> (labels (N,) in 0..10**C-1, confidence (N,) = product over channels).
+
+        The result for the most recent tensor is kept, so asking predictability, coverage and the
+        histogram of one set of images classifies it once (an in-place change invalidates it)."""
+        if self._last is not None and self._last[0] is images and self._last[1] == images._version:
+            return self._last[2]
         probs = self.digit_probabilities(images)
         conf, digit = probs.max(dim=2)                       # (N, C) each
         labels = (digit * _PLACE_VALUES[: probs.shape[1]]).sum(1)
-        return labels, conf.prod(dim=1)
+        result = (labels, conf.prod(dim=1))
+        self._last = (images, images._version, result)
+        return result
 
     @staticmethod
     def n_classes(images: torch.Tensor) -> int:
         return 10 ** images.shape[1]
 
     def _confident(self, images, tolerance):
+        validate_images(images)
         tolerance = _check_tolerance(DEFAULT_TOLERANCE[images.shape[1]] if tolerance is None else tolerance)
         labels, conf = self.classify(images)
         return labels, conf >= tolerance

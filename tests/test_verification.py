@@ -123,3 +123,35 @@ def test_uniform_noise_is_almost_never_predictable():
     assert v.predictability(noise, tolerance=0.8).predictability < 0.05
     noise3 = torch.rand(2000, 3, 28, 28, generator=torch.Generator().manual_seed(1))
     assert v.predictability(noise3, tolerance=0.5).predictability < 0.05
+
+
+def test_noise_outliers_are_appended_with_the_outlier_label():
+    from helpers.verification import OUTLIER, add_noise_outliers, classification_loss
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.zeros(10, 1, 28, 28), torch.arange(10)
+    x2, y2 = add_noise_outliers((x, y), g, fraction=0.3)
+    assert x2.shape == (13, 1, 28, 28) and (y2[10:] == OUTLIER).all() and torch.equal(y2[:10], y)
+    assert x2[10:].min() >= 0 and x2[10:].max() <= 1 and x2[10:].std() > 0.1
+    # a net that outputs uniform probabilities pays log(10) on digits and nothing on outliers
+    out = classification_loss(ConstantNet(0, 0.1), (x2, y2), outlier_weight=0.5)
+    assert out["loss"].item() == pytest.approx(math.log(10), rel=1e-5)
+    # a net sure of digit 0 pays KL(uniform || p) = -log(10) - mean_k log p_k on each outlier
+    p = torch.full((10,), 0.01 / 9)
+    p[0] = 0.99
+    out = classification_loss(ConstantNet(0, 0.99), (x2, y2), outlier_weight=0.5)
+    ce = -torch.log(p)[y].mean()
+    kl = -torch.log(p).mean() - math.log(10)
+    assert out["loss"].item() == pytest.approx((ce + 0.5 * kl).item(), rel=1e-5)
+
+
+def test_repeated_questions_classify_once_and_see_in_place_changes():
+    net = BrightnessNet()
+    calls = []
+    net.register_forward_hook(lambda *a: calls.append(1))
+    v = Verifier(net)
+    x = images_of(torch.tensor([[3], [5]]))
+    v.predictability(x), v.coverage(x), v.class_histogram(x)
+    assert len(calls) == 1
+    x[0] = 1.0                                   # now a 9: the cached answer must not be reused
+    assert v.classify(x)[0].tolist() == [9, 5] and len(calls) == 2
+    assert v.classify(x.clone())[0].tolist() == [9, 5] and len(calls) == 3

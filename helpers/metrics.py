@@ -1,0 +1,141 @@
+"""Scores of models: ELBO, log-likelihood estimates, anomaly ranking.
+
+Images are (N, C, 28, 28) in [0, 1]; every per-image score is an (N,) tensor.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import validate_images
+
+
+@torch.no_grad()
+def batched(fn, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """Apply fn((B, ...)) -> (B, ...) over x in batches without gradients; result on CPU."""
+    return torch.cat([fn(x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
+
+
+def reconstruction_accuracy(model: nn.Module, verifier, x: torch.Tensor, labels: torch.Tensor,
+                            tolerance: float | None = None) -> float:
+    """Fraction of images x (N, C, 28, 28) whose reconstruction the verifier classifies as the
+    original's label (N,) with confidence >= tolerance (default 0.8 mono, 0.5 stacked)."""
+    return verifier.predictability(batched(model.reconstruct, x), labels, tolerance).accuracy
+
+
+def generation_quality(verifier, samples: torch.Tensor, tolerance: float | None = None) -> dict:
+    """{"predictability", "coverage"} of generated images (N, C, 28, 28)."""
+    return {"predictability": verifier.predictability(samples, tolerance=tolerance).predictability,
+            "coverage": verifier.coverage(samples, tolerance)}
+
+
+def anomaly_summary(scores: torch.Tensor, is_anomaly: torch.Tensor, k: int = 16) -> dict:
+    """Higher score = more anomalous. {"top_k" indices, "top_k_fraction" of anomalies among the
+    k highest, "roc_auc" of detecting anomalies by the score, "base_rate" of anomalies}."""
+    top = top_k(scores, k)
+    return {"top_k": top, "top_k_fraction": is_anomaly[top].float().mean().item(),
+            "roc_auc": roc_auc(scores, is_anomaly), "base_rate": is_anomaly.float().mean().item()}
+
+
+@torch.no_grad()
+def elbo(model: nn.Module, x: torch.Tensor, batch_size: int = 2000, seed: int = 0) -> torch.Tensor:
+    """(N, C, 28, 28) -> (N,) one-sample ELBO of a VAE (seeded)."""
+    torch.manual_seed(seed)
+    return batched(lambda b: model.elbo_terms(b)["elbo"], x, batch_size)
+
+
+@torch.no_grad()
+def prior_log_px_bernoulli(model: nn.Module, x: torch.Tensor, n_samples: int = 10_000,
+                           image_chunk: int = 2000, sample_chunk: int = 2500,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Monte-Carlo log p(x) = log (1/S) sum_s p(x | z_s), z_s ~ p(z), for a Bernoulli-decoder VAE.
+
+    x: (M, C, 28, 28). The S prior samples are decoded once; because
+    log p(x | z) = x . l(z) - sum_d softplus(l_d(z)) is linear in x, all images are scored
+    against all samples as a matrix product (M, D) @ (D, S), in chunks so that memory stays at
+    (image_chunk x sample_chunk) scores; a running log-sum-exp combines the sample chunks.
+    Returns (M,) in nats.
+    """
+    validate_images(x, channels=(model.channels,))
+    device = model.device
+    flat = x.reshape(len(x), -1).to(device)
+    z = torch.randn(n_samples, model.latent_dim, generator=generator).to(device)
+    total = torch.full((len(x),), -math.inf, device=device)
+    for s in range(0, n_samples, sample_chunk):
+        logits = model.decode_params(z[s:s + sample_chunk]).reshape(len(z[s:s + sample_chunk]), -1)  # (S', D)
+        bias = F.softplus(logits).sum(1)                                                            # (S',)
+        for i in range(0, len(x), image_chunk):
+            scores = flat[i:i + image_chunk] @ logits.T - bias                                      # (M', S')
+            total[i:i + image_chunk] = torch.logaddexp(total[i:i + image_chunk], scores.logsumexp(1))
+    return (total - math.log(n_samples)).cpu()
+
+
+@torch.no_grad()
+def prior_log_px_loop(model: nn.Module, x: torch.Tensor, n_samples: int = 10_000,
+                      generator: torch.Generator | None = None, batch_size: int = 1000) -> torch.Tensor:
+    """The same estimate as `prior_log_px_bernoulli`, the way the assignment describes it: for
+    each image, push the samples through the decoder and compute the cross-entropy. Slow; it is
+    the reference the batched scorer is tested and benchmarked against. x: (M, C, 28, 28) -> (M,)."""
+    validate_images(x, channels=(model.channels,))
+    z = torch.randn(n_samples, model.latent_dim, generator=generator).to(model.device)
+    out = []
+    for image in x.to(model.device):
+        logp = torch.cat([model.log_px_given_z(image.expand(len(zb), *image.shape), zb)
+                          for zb in z.split(batch_size)])
+        out.append(logp.logsumexp(0) - math.log(n_samples))
+    return torch.stack(out).cpu()
+
+
+@torch.no_grad()
+def importance_log_px(model: nn.Module, x: torch.Tensor, n_samples: int = 200, batch_size: int = 500,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Importance-sampled log p(x) with the encoder as proposal:
+    log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). x: (M, C, 28, 28) -> (M,)."""
+    validate_images(x, channels=(model.channels,))
+    out = []
+    for xb in x.split(batch_size):
+        xb = xb.to(model.device)
+        mu, logvar = model.posterior(xb)
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn(n_samples, *mu.shape, generator=generator).to(model.device)       # (K, B, L)
+        z = mu + std * eps
+        log_q = (-0.5 * eps.pow(2) - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)   # (K, B)
+        log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_lik = model.log_px_given_z(xb.repeat(n_samples, 1, 1, 1), z.reshape(-1, mu.shape[1]))
+        log_w = log_lik.reshape(n_samples, len(xb)) + log_prior - log_q
+        out.append((log_w.logsumexp(0) - math.log(n_samples)).cpu())
+    return torch.cat(out)
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (k,) of the k highest scores, highest first."""
+    if not 1 <= k <= len(scores):
+        raise ValueError(f"k must be in 1..{len(scores)}, got {k}")
+    return torch.topk(scores, k).indices
+
+
+def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of `scores` (N,) for detecting `positive` (N,) bool: the
+    probability that a random positive outscores a random negative (ties count one half)."""
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    positive = torch.as_tensor(positive, dtype=torch.bool)
+    if scores.shape != positive.shape or scores.dim() != 1:
+        raise ValueError(f"scores and positive must be 1-D of equal length, got {tuple(scores.shape)} "
+                         f"and {tuple(positive.shape)}")
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("roc_auc needs at least one positive and one negative example")
+    # average ranks (1-based) with ties sharing their mean rank (Mann-Whitney U)
+    order = scores.argsort()
+    sorted_scores = scores[order]
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    unique, inverse = torch.unique(sorted_scores, return_inverse=True)
+    mean_rank = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks[order])
+    mean_rank /= torch.bincount(inverse, minlength=len(unique)).double()
+    ranks[order] = mean_rank[inverse]
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))

@@ -1,0 +1,210 @@
+"""Generative models with one shared interface.
+
+Every model here answers `encode(x)`, `decode(z)`, `reconstruct(x)` and, for generators,
+`sample(n)`: images are (N, C, 28, 28) in [0, 1] (decoder means), codes are (N, latent_dim).
+`loss(x)` gives the training objective (a dict with "loss" and logged terms) for `fit`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .data import validate_images
+from .likelihoods import make_likelihood
+from .nets import ConvDecoder, ConvEncoder, register
+
+
+def model_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    """The `fit` loss of any model with a `loss(x)` method: batch = (images, ...)."""
+    return model.loss(batch[0])
+
+
+class _ImageModel(nn.Module):
+    channels: int
+    latent_dim: int
+
+    def _check(self, x: torch.Tensor) -> torch.Tensor:
+        return validate_images(x, channels=(self.channels,))
+
+    def _check_codes(self, z: torch.Tensor) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
+            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"codes must have shape (N, {self.latent_dim}), got {got}")
+        return z
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, 28, 28) -> (N, C, 28, 28): decode(encode(x))."""
+        return self.decode(self.encode(x))
+
+
+@register
+class AutoEncoder(_ImageModel):
+    """Deterministic conv auto-encoder trained with binary cross-entropy.
+
+    As a generator it decodes codes drawn from N(0, I) or from a Gaussian fitted to the
+    training codes (`fit_code_distribution`, stored in the state_dict).
+    """
+
+    def __init__(self, channels: int = 1, latent_dim: int = 16, width: int = 32):
+        super().__init__()
+        self.config = {"channels": channels, "latent_dim": latent_dim, "width": width}
+        self.channels, self.latent_dim = channels, latent_dim
+        self.encoder = ConvEncoder(channels, width, latent_dim)
+        self.decoder = ConvDecoder(latent_dim, width, channels)
+        self.register_buffer("code_mean", torch.zeros(latent_dim))
+        self.register_buffer("code_scale_tril", torch.eye(latent_dim))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, 28, 28) -> (N, latent_dim)."""
+        return self.encoder(self._check(x).to(self.device))
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self._check_codes(z).to(self.device))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, latent_dim) -> (N, C, 28, 28) pixel probabilities."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, 28, 28) -> (N,) binary cross-entropy of the reconstruction, summed over pixels."""
+        logits = self.decoder(self.encoder(self._check(x).to(self.device)))
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, x.to(self.device), reduction="none")
+        return bce.flatten(1).sum(1)
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": self.reconstruction_loss(x).mean()}
+
+    @torch.no_grad()
+    def fit_code_distribution(self, x: torch.Tensor, batch_size: int = 2000) -> None:
+        """Fit a full-covariance Gaussian to the codes of images x (N, C, 28, 28)."""
+        was_training = self.training
+        self.eval()
+        z = torch.cat([self.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double()
+        cov = torch.cov(z.T) + 1e-5 * torch.eye(self.latent_dim, dtype=z.dtype, device=z.device)
+        self.code_mean.copy_(z.mean(0))
+        self.code_scale_tril.copy_(torch.linalg.cholesky(cov))
+        self.train(was_training)
+
+    @torch.no_grad()
+    def sample(self, n: int, prior: str = "fitted", generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images decoded from codes ~ the fitted Gaussian ("fitted") or N(0, I) ("standard")."""
+        if prior not in ("fitted", "standard"):
+            raise ValueError(f"prior must be 'fitted' or 'standard', got {prior!r}")
+        eps = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        z = eps if prior == "standard" else self.code_mean + eps @ self.code_scale_tril.T
+        return self.decode(z)
+
+
+@register
+class VAE(_ImageModel):
+    """Conv VAE: q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I), p(x|z) a pluggable likelihood.
+
+    loss(x) is the negative ELBO per image, -E_q[log p(x|z)] + KL(q(z|x) || p(z)), with one
+    reparameterised sample and the closed-form KL.
+    """
+
+    def __init__(self, channels: int = 1, latent_dim: int = 16, width: int = 32,
+                 likelihood: str = "bernoulli", likelihood_kwargs: dict | None = None):
+        super().__init__()
+        self.config = {"channels": channels, "latent_dim": latent_dim, "width": width,
+                       "likelihood": likelihood, "likelihood_kwargs": dict(likelihood_kwargs or {})}
+        self.channels, self.latent_dim = channels, latent_dim
+        self.likelihood = make_likelihood(likelihood, **(likelihood_kwargs or {}))
+        self.encoder = ConvEncoder(channels, width, 2 * latent_dim)
+        self.decoder = ConvDecoder(latent_dim, width, channels * self.likelihood.n_params)
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, 28, 28) -> mean (N, L) and log-variance (N, L) of q(z | x)."""
+        mu, logvar = self.encoder(self._check(x).to(self.device)).chunk(2, dim=1)
+        return mu, logvar.clamp(-12.0, 8.0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, 28, 28) -> (N, L): the posterior mean."""
+        return self.posterior(x)[0]
+
+    def decode_params(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self._check_codes(z).to(self.device))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, L) -> (N, C, 28, 28): the mean of p(x | z)."""
+        return self.likelihood.mean(self.decode_params(z))
+
+    def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(N, C, 28, 28), (N, L) -> (N,) log p(x | z)."""
+        return self.likelihood.log_prob(self.decode_params(z), x.to(self.device))
+
+    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, C, 28, 28) -> {"rec": E_q log p(x|z) (N,), "kl": KL(q || p) (N,), "elbo": rec - kl},
+        with one reparameterised sample z = mu + sigma * eps."""
+        mu, logvar = self.posterior(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        rec = self.log_px_given_z(x, z)
+        kl = gaussian_kl(mu, logvar)
+        return {"rec": rec, "kl": kl, "elbo": rec - kl}
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = self.elbo_terms(x)
+        return {"loss": -t["elbo"].mean(), "rec": -t["rec"].mean(), "kl": t["kl"].mean()}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images: decoder means at z ~ N(0, I)."""
+        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per row: (N, L), (N, L) -> (N,)
+    = 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(1)
+
+
+class ChannelWise(nn.Module):
+    """A one-channel model applied to each channel of (N, 3, 28, 28) images with shared weights.
+
+    Each channel of a stacked image is an independent digit, so the mono model already knows
+    everything a channel can hold: channels are encoded separately and their codes concatenated,
+    (N, 3, 28, 28) -> (N, 3 * L); decoding splits the code back into three. Sampling draws the
+    three channels independently. Wraps shipped mono weights, e.g. `ChannelWise(load("vae_mono"))`.
+    """
+
+    def __init__(self, mono: nn.Module, channels: int = 3):
+        super().__init__()
+        if getattr(mono, "channels", None) != 1:
+            raise ValueError("ChannelWise wraps a one-channel model (channels == 1)")
+        self.mono, self.channels = mono, channels
+        self.latent_dim = channels * mono.latent_dim
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        validate_images(x, channels=(self.channels,))
+        return x.reshape(len(x) * self.channels, 1, *x.shape[2:])   # (N, 3, H, W) -> (3N, 1, H, W)
+
+    def _join(self, y: torch.Tensor) -> torch.Tensor:
+        return y.reshape(len(y) // self.channels, self.channels * y.shape[1], *y.shape[2:])
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 28, 28) -> (N, 3 L): the three channel codes side by side (R, G, B)."""
+        z = self.mono.encode(self._split(x))                         # (3N, L)
+        return z.reshape(len(x), self.latent_dim)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, 3 L) -> (N, 3, 28, 28)."""
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"codes must have shape (N, {self.latent_dim}), got {tuple(z.shape)}")
+        return self._join(self.mono.decode(z.reshape(len(z) * self.channels, -1)))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def sample(self, n: int, **kwargs) -> torch.Tensor:
+        """n images whose channels are independent mono samples."""
+        return self._join(self.mono.sample(n * self.channels, **kwargs))
+
+    def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 28, 28) -> (N,): the mono model's per-image score summed over the channels."""
+        return self.mono.reconstruction_loss(self._split(x)).reshape(len(x), self.channels).sum(1)

@@ -103,6 +103,25 @@ def binarize(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return (images >= threshold).to(images.dtype if images.is_floating_point() else torch.float32)
 
 
+def stochastic_binarize(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """(N, C, H, W) grey values in [0, 1] -> {0, 1}: each pixel on with probability equal to its
+    grey value, drawn once from `seed` (the same seed gives the same binary images)."""
+    validate_images(images, size=images.shape[-1] if images.dim() == 4 else IMAGE_SIZE)
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(images.shape, generator=g) < images.cpu()).to(images.dtype)
+
+
+def binarized_mnist(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A fixed stochastic binarisation of MNIST drawn once from `seed`: {"train": first 50,000
+    training images, "val": last 10,000, "test": the 10,000 test images}, each (N, 1, 28, 28)
+    in {0, 1}. Training and test images use different streams of the seed."""
+    x, _ = MNISTData(DataMode.MONO_FLOAT_COMPLETE, seed=seed).get_full_data_set(training=True)
+    x_test, _ = MNISTData(DataMode.MONO_FLOAT_COMPLETE, seed=seed).get_full_data_set(training=False)
+    train = stochastic_binarize(x, seed=2 * seed)
+    n_val = 10_000 if len(train) > 20_000 else len(train) // 6   # small subsets under DGM_SMOKE
+    return {"train": train[:-n_val], "val": train[-n_val:], "test": stochastic_binarize(x_test, seed=2 * seed + 1)}
+
+
 @functools.lru_cache(maxsize=4)
 def _load_mnist_cached(root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     import torchvision  # imported here: slow to import and only needed for the files

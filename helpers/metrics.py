@@ -89,24 +89,51 @@ def prior_log_px_loop(model: nn.Module, x: torch.Tensor, n_samples: int = 10_000
     return torch.stack(out).cpu()
 
 
+def log_mean_exp(log_w: torch.Tensor, dim: int) -> torch.Tensor:
+    """log(mean(exp(log_w))) along `dim`, stably: logsumexp - log K (no exp of very negative logs)."""
+    return log_w.logsumexp(dim) - math.log(log_w.shape[dim])
+
+
 @torch.no_grad()
-def importance_log_px(model: nn.Module, x: torch.Tensor, n_samples: int = 200, batch_size: int = 500,
+def sample_posterior(model: nn.Module, x: torch.Tensor, n_samples: int,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """K samples z_ik ~ q(z | x_i) by reparameterisation: images (M, ...) -> (M, K, L)."""
+    mu, logvar = model.posterior(x.reshape(len(x), *model.image_shape))
+    eps = torch.randn(len(x), n_samples, mu.shape[1], generator=generator).to(mu.device)
+    return mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
+
+
+@torch.no_grad()
+def importance_log_likelihood(model: nn.Module, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Importance-sampled log p(x_i) with q(z | x_i) as proposal.
+
+    x: (M, D) images (flattened), z: (M, K, L) samples z_ik ~ q(z | x_i). Returns (M,):
+        log p(x_i) ~ log (1/K) sum_k exp(log p(x_i | z_ik) + log p(z_ik) - log q(z_ik | x_i)),
+    computed with log-sum-exp.
+    """
+    m, k, latent = z.shape
+    if x.dim() != 2 or len(x) != m:
+        raise ValueError(f"x must be (M, D) with M = {m} (the first dimension of z), got {tuple(x.shape)}")
+    images = x.reshape(m, *model.image_shape).to(z.device)
+    mu, logvar = model.posterior(images)                                           # (M, L) each
+    normal = torch.distributions.Normal
+    log_q = normal(mu[:, None], torch.exp(0.5 * logvar)[:, None]).log_prob(z).sum(-1)   # (M, K)
+    log_prior = normal(0.0, 1.0).log_prob(z).sum(-1)                                # (M, K)
+    repeated = images.repeat_interleave(k, dim=0)                                   # row i*K + k is x_i
+    log_lik = model.log_px_given_z(repeated, z.reshape(m * k, latent)).view(m, k)   # (M, K)
+    return log_mean_exp(log_lik + log_prior - log_q, dim=1)
+
+
+@torch.no_grad()
+def importance_log_px(model: nn.Module, x: torch.Tensor, n_samples: int = 200, batch_size: int = 100,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """Importance-sampled log p(x) with the encoder as proposal:
-    log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). x: (M, C, 28, 28) -> (M,)."""
+    """`importance_log_likelihood` over images x (M, C, 28, 28) in batches, with K = n_samples
+    samples from the encoder per image. Returns (M,) on the CPU."""
     validate_images(x, channels=(model.channels,))
     out = []
     for xb in x.split(batch_size):
-        xb = xb.to(model.device)
-        mu, logvar = model.posterior(xb)
-        std = torch.exp(0.5 * logvar)
-        eps = torch.randn(n_samples, *mu.shape, generator=generator).to(model.device)       # (K, B, L)
-        z = mu + std * eps
-        log_q = (-0.5 * eps.pow(2) - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)   # (K, B)
-        log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_lik = model.log_px_given_z(xb.repeat(n_samples, 1, 1, 1), z.reshape(-1, mu.shape[1]))
-        log_w = log_lik.reshape(n_samples, len(xb)) + log_prior - log_q
-        out.append((log_w.logsumexp(0) - math.log(n_samples)).cpu())
+        z = sample_posterior(model, xb, n_samples, generator)
+        out.append(importance_log_likelihood(model, xb.reshape(len(xb), -1), z).cpu())
     return torch.cat(out)
 
 

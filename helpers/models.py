@@ -13,7 +13,7 @@ from torch import nn
 
 from .data import validate_images
 from .likelihoods import make_likelihood
-from .nets import ConvDecoder, ConvEncoder, register
+from .nets import DECODERS, ENCODERS, ConvDecoder, ConvEncoder, register
 
 
 def model_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
@@ -105,19 +105,27 @@ class AutoEncoder(_ImageModel):
 class VAE(_ImageModel):
     """Conv VAE: q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I), p(x|z) a pluggable likelihood.
 
+    arch: "strided" (stride-2 convs / transposed convs, as the AE) or "pooled" (conv + ELU +
+    average pooling down, linear + bilinear upsampling + conv up).
+
     loss(x) is the negative ELBO per image, -E_q[log p(x|z)] + KL(q(z|x) || p(z)), with one
     reparameterised sample and the closed-form KL.
     """
 
     def __init__(self, channels: int = 1, latent_dim: int = 16, width: int = 32,
-                 likelihood: str = "bernoulli", likelihood_kwargs: dict | None = None):
+                 likelihood: str = "bernoulli", likelihood_kwargs: dict | None = None,
+                 arch: str = "strided"):
         super().__init__()
+        if arch not in ENCODERS:
+            raise ValueError(f"arch must be one of {sorted(ENCODERS)}, got {arch!r}")
         self.config = {"channels": channels, "latent_dim": latent_dim, "width": width,
-                       "likelihood": likelihood, "likelihood_kwargs": dict(likelihood_kwargs or {})}
+                       "likelihood": likelihood, "likelihood_kwargs": dict(likelihood_kwargs or {}),
+                       "arch": arch}
         self.channels, self.latent_dim = channels, latent_dim
+        self.image_shape = (channels, 28, 28)
         self.likelihood = make_likelihood(likelihood, **(likelihood_kwargs or {}))
-        self.encoder = ConvEncoder(channels, width, 2 * latent_dim)
-        self.decoder = ConvDecoder(latent_dim, width, channels * self.likelihood.n_params)
+        self.encoder = ENCODERS[arch](channels, width, 2 * latent_dim)
+        self.decoder = DECODERS[arch](latent_dim, width, channels * self.likelihood.n_params)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, 28, 28) -> mean (N, L) and log-variance (N, L) of q(z | x)."""

@@ -75,3 +75,44 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.fc(z).view(len(z), 2 * self.width, 7, 7))
+
+
+class PoolEncoder(nn.Module):
+    """(N, channels, 28, 28) -> (N, out_features): 3x3 convs with ELU and average pooling
+    (28 -> 14 -> 7), then a linear layer. The assignment's suggested encoder for notebook 07."""
+
+    def __init__(self, channels: int, width: int, out_features: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.ELU(), nn.AvgPool2d(2),            # 28x28 -> 14x14
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ELU(), nn.AvgPool2d(2),           # 14x14 -> 7x7
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ELU(),
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, out_features),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class UpsampleDecoder(nn.Module):
+    """(N, latent_dim) -> (N, out_channels, 28, 28): a linear layer to 7x7 maps, then bilinear
+    upsampling and 3x3 convs with ELU (7 -> 14 -> 28)."""
+
+    def __init__(self, latent_dim: int, width: int, out_channels: int):
+        super().__init__()
+        self.width = width
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * 7 * 7), nn.ELU())
+        self.net = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),              # 7x7 -> 14x14
+            nn.Conv2d(2 * width, width, 3, padding=1), nn.ELU(),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),              # 14x14 -> 28x28
+            nn.Conv2d(width, width // 2, 3, padding=1), nn.ELU(),
+            nn.Conv2d(width // 2, out_channels, 3, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(len(z), 2 * self.width, 7, 7))
+
+
+ENCODERS = {"strided": ConvEncoder, "pooled": PoolEncoder}
+DECODERS = {"strided": ConvDecoder, "pooled": UpsampleDecoder}

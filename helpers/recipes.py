@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import checkpoints, settings
-from .data import DataMode, MNISTData
+from .data import DataMode, MNISTData, binarized_mnist
 from .models import VAE, AutoEncoder, model_loss
 from .nets import DigitClassifier
 from .training import EarlyStopping, fit
@@ -134,3 +134,55 @@ for _kind in ("ae", "vae"):
         for _missing in (False, True):
             _name = f"{_kind}_{'color' if _color else 'mono'}{'_missing' if _missing else ''}"
             RECIPES[_name] = functools.partial(_ae_or_vae, _kind, _color, _missing)
+
+
+# --- decoder likelihoods on grey MNIST (notebook 04) ----------------------------------------------
+
+LIKELIHOOD_VAES = {
+    "vae_gaussian": ("gaussian", {"min_variance": 1e-3}),
+    "vae_beta": ("beta", {"epsilon": 1e-3}),
+    "vae_categorical": ("categorical", {"bins": 16}),
+    "vae_bernoulli_grey": ("bernoulli", {}),
+}
+
+
+def likelihood_stopping() -> EarlyStopping:
+    """The stopping criterion of notebooks 04 and 07: stop when the validation -ELBO has not
+    improved by 0.1 nats for 3 epochs; the best epoch's weights are kept."""
+    return EarlyStopping(patience=3, min_delta=0.1)
+
+
+def _likelihood_vae(likelihood: str, kwargs: dict, device, resume) -> Trained:
+    mode = DataMode.MONO_FLOAT_COMPLETE
+    x, y = MNISTData(mode).get_full_data_set(training=True)
+    train_set, val_set = split_validation(x, y, n_val=10_000)   # first 50,000 / last 10,000
+    model = VAE(channels=1, latent_dim=16, width=32, likelihood=likelihood, likelihood_kwargs=kwargs).to(device)
+    history = fit(model, model_loss, train_set[:1], val_set[:1], epochs=40, batch_size=128, lr=1e-3,
+                  early_stopping=likelihood_stopping(), resume_path=resume, desc=f"vae_{likelihood}")
+    from .metrics import elbo
+    x_test, _ = MNISTData(mode).get_full_data_set(training=False)
+    metrics = {"val_elbo": elbo(model, val_set[0]).mean().item(), "test_elbo": elbo(model, x_test).mean().item(),
+               "epochs": len(history.epochs), "best_epoch": history.best_epoch}
+    return Trained(model, {k: round(v, 3) for k, v in metrics.items()}, history.to_dict(), mode.name)
+
+
+for _name, (_lik, _kwargs) in LIKELIHOOD_VAES.items():
+    RECIPES[_name] = functools.partial(_likelihood_vae, _lik, _kwargs)
+
+
+# --- the z = 100 VAE on binarised MNIST (notebook 07) ---------------------------------------------
+
+BINARIZATION_SEED = 0
+
+
+@recipe("vae_z100")
+def _vae_z100(device, resume) -> Trained:
+    data = binarized_mnist(seed=BINARIZATION_SEED)
+    model = VAE(channels=1, latent_dim=100, width=32, arch="pooled").to(device)
+    history = fit(model, model_loss, (data["train"],), (data["val"],), epochs=20, batch_size=128, lr=3e-4,
+                  early_stopping=likelihood_stopping(), resume_path=resume, desc="vae_z100")
+    from .metrics import elbo
+    metrics = {"val_elbo": elbo(model, data["val"]).mean().item(), "test_elbo": elbo(model, data["test"]).mean().item(),
+               "epochs": len(history.epochs)}
+    return Trained(model, {k: round(v, 3) for k, v in metrics.items()}, history.to_dict(),
+                   f"binarized MNIST (stochastic, seed {BINARIZATION_SEED})")

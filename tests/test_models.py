@@ -134,3 +134,52 @@ def test_top_k_and_roc_auc_on_constructed_scores():
         metrics.top_k(scores, 6)
     with pytest.raises(ValueError, match="positive and one negative"):
         metrics.roc_auc(scores, torch.ones(5, dtype=torch.bool))
+
+
+class LinearGaussian(torch.nn.Module):
+    """z ~ N(0, I_L), x | z ~ N(W z + b, s^2 I_D): log p(x) = log N(x; b, W W^T + s^2 I) exactly.
+    Its 'encoder' is a deliberately imperfect Gaussian q(z | x) (shifted, too wide)."""
+
+    def __init__(self, d=6, latent=2, s=0.5, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.W, self.b, self.s = torch.randn(d, latent, generator=g), torch.randn(d, generator=g), s
+        self.image_shape, self.latent_dim, self.channels = (d,), latent, 1
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def exact_log_px(self, x):
+        cov = self.W @ self.W.T + self.s ** 2 * torch.eye(len(self.b))
+        return torch.distributions.MultivariateNormal(self.b, cov).log_prob(x)
+
+    def posterior(self, x):
+        # the true posterior mean and variance would be (W^T W + s^2 I)^-1 W^T (x - b), ...;
+        # perturb both so the importance weights are not constant
+        a = torch.linalg.solve(self.W.T @ self.W + self.s ** 2 * torch.eye(self.latent_dim), self.W.T)
+        mu = (x - self.b) @ a.T + 0.3
+        return mu, torch.full_like(mu, math.log(0.5))
+
+    def log_px_given_z(self, x, z):
+        return torch.distributions.Normal(z @ self.W.T + self.b, self.s).log_prob(x).sum(-1)
+
+
+def test_importance_sampling_recovers_the_exact_log_likelihood_of_a_linear_gaussian_model():
+    model = LinearGaussian()
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1)) * 2
+    z = metrics.sample_posterior(model, x, 20_000, generator=torch.Generator().manual_seed(2))
+    assert z.shape == (5, 20_000, 2)
+    estimate = metrics.importance_log_likelihood(model, x, z)
+    assert torch.allclose(estimate, model.exact_log_px(x), atol=0.02)
+    # K = 1 is the ELBO's estimator: on average it lies below log p(x) (Jensen)
+    single = metrics.importance_log_likelihood(model, x.repeat_interleave(20_000, 0), z.reshape(-1, 1, 2))
+    assert (single.view(5, -1).mean(1) < model.exact_log_px(x)).all()
+    with pytest.raises(ValueError, match=r"\(M, D\)"):
+        metrics.importance_log_likelihood(model, x[:3], z)
+
+
+def test_log_mean_exp_is_stable_for_very_negative_log_weights():
+    log_w = torch.tensor([[-10_000.0, -10_000.0], [-20_000.0, -20_000.0 + math.log(3)]])
+    out = metrics.log_mean_exp(log_w, dim=1)
+    assert torch.isfinite(out).all()
+    assert out[0].item() == pytest.approx(-10_000.0)
+    assert out[1].item() == pytest.approx(-20_000.0 + math.log(2), abs=1e-2)
+    assert torch.log(torch.exp(log_w).mean(1)).isinf().all()        # the naive way underflows

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import validate_images
+from .models import gaussian_kl
 
 
 @torch.no_grad()
@@ -45,6 +46,21 @@ def elbo(model: nn.Module, x: torch.Tensor, batch_size: int = 2000, seed: int = 
     """(N, C, 28, 28) -> (N,) one-sample ELBO of a VAE (seeded)."""
     torch.manual_seed(seed)
     return batched(lambda b: model.elbo_terms(b)["elbo"], x, batch_size)
+
+
+@torch.no_grad()
+def discrete_elbo(model: nn.Module, x: torch.Tensor, levels: int = 256, batch_size: int = 1000,
+                  seed: int = 0) -> torch.Tensor:
+    """(N, C, 28, 28) grey images -> (N,) one-sample ELBO with log P(x | z) the probability of the
+    discrete `levels`-level image (`Likelihood.discrete_log_prob`): comparable across decoders."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for xb in x.split(batch_size):
+        mu, logvar = model.posterior(xb)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g).to(mu.device)
+        rec = model.likelihood.discrete_log_prob(model.decode_params(z), xb.to(mu.device), levels)
+        out.append((rec - gaussian_kl(mu, logvar)).cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()

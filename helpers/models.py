@@ -165,6 +165,19 @@ class VAE(_ImageModel):
         """n images: decoder means at z ~ N(0, I)."""
         return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
 
+    @torch.no_grad()
+    def mean_and_sample(self, z: torch.Tensor, generator: torch.Generator | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, L) codes -> the mean of p(x | z) and one draw x' ~ p(x | z), each (N, C, 28, 28)."""
+        params = self.decode_params(z)
+        return self.likelihood.mean(params), self.likelihood.sample(params, generator=generator)
+
+    @torch.no_grad()
+    def sample_posterior_codes(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(N, C, 28, 28) -> (N, L): one z ~ q(z | x) per image."""
+        mu, logvar = self.posterior(x)
+        return mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator).to(mu.device)
+
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag exp(logvar)) || N(0, I)) per row: (N, L), (N, L) -> (N,)

@@ -94,3 +94,20 @@ def plot_confusion(true: torch.Tensor, predicted: torch.Tensor, n_classes: int =
     if title:
         ax.set_title(title)
     return cm
+
+
+def plot_elbo_curves(meta: dict, ax=None):
+    """Per-epoch ELBO (minus the logged loss) on training and validation data from a checkpoint's
+    manifest entry, with the best epoch marked."""
+    epochs = meta["history"]["epochs"]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    xs = [e["epoch"] for e in epochs]
+    ax.plot(xs, [-e["train_loss"] for e in epochs], "o-", ms=3, label="train")
+    ax.plot(xs, [-e["val_loss"] for e in epochs], "o-", ms=3, label="validation")
+    best = meta["history"].get("best_epoch")
+    if best:
+        ax.axvline(best, color="k", ls=":", lw=1, label=f"best epoch {best}")
+    ax.set_xlabel("epoch"), ax.set_ylabel("ELBO per image (nats)")
+    ax.legend(), ax.grid(alpha=0.3)
+    return ax

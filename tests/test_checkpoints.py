@@ -119,3 +119,18 @@ def test_smoke_retraining_does_not_overwrite_shipped_weights(ckpt_dir, smoke):
     model = checkpoints.load_or_train("verification_net", retrain=True, device="cpu")
     assert isinstance(model, DigitClassifier)
     assert not (ckpt_dir / "verification_net.pt").exists()
+
+
+def test_every_shipped_checkpoint_loads_in_a_fresh_interpreter():
+    """Nothing but `helpers.checkpoints` imported: the manifest alone must suffice to build models."""
+    import subprocess
+    import sys
+    code = ("from helpers import checkpoints as c\n"
+            "for name in c.read_manifest():\n"
+            "    m = c.load(name, device='cpu')\n"
+            "    assert not m.training, name\n"
+            "print(len(c.read_manifest()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "DGM_CHECKPOINT_DIR"})
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) >= 1

@@ -158,7 +158,7 @@ def _likelihood_vae(likelihood: str, kwargs: dict, device, resume) -> Trained:
     x, y = MNISTData(mode).get_full_data_set(training=True)
     train_set, val_set = split_validation(x, y, n_val=10_000)   # first 50,000 / last 10,000
     model = VAE(channels=1, latent_dim=16, width=32, likelihood=likelihood, likelihood_kwargs=kwargs).to(device)
-    history = fit(model, model_loss, train_set[:1], val_set[:1], epochs=40, batch_size=128, lr=1e-3,
+    history = fit(model, model_loss, train_set[:1], val_set[:1], epochs=20, batch_size=128, lr=1e-3,
                   early_stopping=likelihood_stopping(), resume_path=resume, desc=f"vae_{likelihood}")
     from .metrics import elbo
     x_test, _ = MNISTData(mode).get_full_data_set(training=False)

@@ -6,7 +6,6 @@ Every model here answers `encode(x)`, `decode(z)`, `reconstruct(x)` and, for gen
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn

@@ -3,13 +3,22 @@
 A likelihood turns the decoder's raw output, `params` of shape (N, C * n_params, H, W), into a
 distribution over images x of shape (N, C, H, W) in [0, 1]. Each gives `log_prob` summed over
 pixels, `mean`, `sample`, and `n_params` (decoder output channels per image channel).
+
+`discrete_log_prob` gives the probability of a discrete 256-level image. It works in float64 and
+in log space on whichever side of the distribution a grey level lies, so that pixels far in either
+tail get their true log-mass (which can be thousands of nats) rather than a floor at log(1e-300).
+`sample` draws every random number from its `generator` (on the generator's device) and moves the
+result to the parameters' device.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import settings
 
 
 class Likelihood:
@@ -44,6 +53,25 @@ def _level_edges(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tens
     return (v - 0.5) / (levels - 1), (v + 0.5) / (levels - 1)
 
 
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """Elementwise log(1 - exp(-x)) for x >= 0 (-inf at 0, 0 at +inf), accurate for small and large x:
+    log(-expm1(-x)) below log 2, log1p(-exp(-x)) above (Maechler, 2012)."""
+    minus_x = -x.clamp_min(0.0)
+    return torch.where(minus_x > -math.log(2.0), torch.log(-torch.expm1(minus_x)),
+                       torch.log1p(-torch.exp(minus_x)))
+
+
+def _log_diff_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise log(exp(a) - exp(b)) for a >= b, without forming exp(a) or exp(b); b may be -inf."""
+    return a + _log1mexp(a - b)
+
+
+def _draw_device(params: torch.Tensor, generator: torch.Generator | None) -> torch.device:
+    """Where `sample` draws its random numbers: on the generator's device if one is given (a CPU
+    generator cannot fill a CUDA tensor), else on the parameters'."""
+    return generator.device if generator is not None else params.device
+
+
 class Bernoulli(Likelihood):
     """Independent Bernoulli pixels with logits l: log p(x|z) = sum_d x_d log s(l_d) + (1-x_d) log(1-s(l_d)),
     written stably as sum_d x_d l_d - softplus(l_d). On grey x in [0, 1] this is minus the
@@ -58,8 +86,9 @@ class Bernoulli(Likelihood):
         return torch.sigmoid(params)
 
     def sample(self, params, generator=None):
+        """(N, C, H, W) logits -> (N, C, H, W) 0/1 pixels drawn with torch.bernoulli."""
         p = torch.sigmoid(params)
-        return (torch.rand(p.shape, generator=generator, device=p.device) < p).to(p.dtype)
+        return torch.bernoulli(p.to(_draw_device(p, generator)), generator=generator).to(p.device)
 
 
 class Gaussian(Likelihood):
@@ -91,19 +120,35 @@ class Gaussian(Likelihood):
         return self.split(params)[0]
 
     def sample(self, params, generator=None):
+        """(N, 2C, H, W) -> (N, C, H, W) m + sqrt(v) eps, eps ~ N(0, 1), clipped to [0, 1] for display."""
         m, v = self.split(params)
-        eps = torch.randn(m.shape, generator=generator, device=m.device)
-        return (m + v.sqrt() * eps).clamp(0.0, 1.0)  # clipped to [0, 1] for display
+        eps = settings.randn(m.shape, generator, device=m.device, dtype=m.dtype)
+        return (m + v.sqrt() * eps).clamp(0.0, 1.0)
 
     def discrete_log_prob(self, params, x, levels=256):
         """Mass of the density on each grey level's interval; the lowest and highest levels take
-        all the mass below 0 and above 1 (a "discretised Gaussian")."""
-        m, v = (t.double() for t in self.split(params))
-        lo, hi = _level_edges(x.double(), levels)
+        all the mass below 0 and above 1 (a "discretised Gaussian").
+
+        In float64 and log space: with a, b the standardised edges, a level below the mean gets
+        log(Phi(b) - Phi(a)) = log_ndtr(b) + log(1 - exp(log_ndtr(a) - log_ndtr(b))), one above it the
+        same with the survival function, Phi(-a) - Phi(-b), so neither tail rounds to 1 - 1 = 0.
+        Should the difference still vanish (a standard deviation so wide that the level's edges
+        coincide), the level gets log(density at its midpoint * width)."""
+        m, v = self.split(params.double())
         std = v.sqrt()
-        cdf_hi = torch.where(hi >= 1.0, torch.ones_like(hi), torch.special.ndtr((hi - m) / std))
-        cdf_lo = torch.where(lo <= 0.0, torch.zeros_like(lo), torch.special.ndtr((lo - m) / std))
-        return torch.log((cdf_hi - cdf_lo).clamp_min(1e-300)).flatten(1).sum(1).float()
+        lo, hi = _level_edges(x.double(), levels)
+        a = ((lo - m) / std).masked_fill_(lo <= 0.0, -math.inf)
+        b = ((hi - m) / std).masked_fill_(hi >= 1.0, math.inf)
+        upper = (a + b) > 0                             # the level's midpoint lies above the mean
+        z_lo, z_hi = torch.where(upper, -b, a), torch.where(upper, -a, b)   # P(z_lo < Z < z_hi)
+        log_mass = _log_diff_exp(torch.special.log_ndtr(z_hi), torch.special.log_ndtr(z_lo))
+        lost = ~torch.isfinite(log_mass)                # (an infinite edge cannot underflow)
+        if lost.any():
+            lost &= torch.isfinite(z_lo) & torch.isfinite(z_hi)
+            lo, hi, m, std = (t.expand_as(log_mass)[lost] for t in (lo, hi, m, std))
+            z_mid = (lo + hi - 2 * m) / (2 * std)
+            log_mass[lost] = -0.5 * (math.log(2 * math.pi) + z_mid ** 2) - torch.log(std) + torch.log(hi - lo)
+        return log_mass.flatten(1).sum(1).float()
 
 
 class Beta(Likelihood):
@@ -139,16 +184,74 @@ class Beta(Likelihood):
         return alpha / (alpha + beta)
 
     def sample(self, params, generator=None):
-        alpha, beta = self.split(params)
-        return torch.distributions.Beta(alpha, beta).sample()
+        """(N, 2C, H, W) -> (N, C, H, W) in [0, 1] by inversion: u ~ U(0, 1) from `generator`, then
+        x = I^{-1}_u(alpha, beta) (scipy.special.betaincinv, on the CPU in float64). Exact, and unlike
+        torch's Gamma-ratio sampler (which has no generator argument) reproducible from the generator."""
+        from scipy.special import betaincinv
+        alpha, beta = (t.detach().double().cpu().numpy() for t in self.split(params))
+        u = settings.rand(alpha.shape, generator, device="cpu", dtype=torch.float64).numpy()
+        x = np.clip(betaincinv(alpha, beta, u), 0.0, 1.0)
+        return torch.from_numpy(x).to(device=params.device, dtype=params.dtype)
 
     def discrete_log_prob(self, params, x, levels=256):
-        """Mass of the Beta density on each grey level's interval (regularised incomplete beta)."""
-        from scipy.special import betainc
+        """Mass of the Beta density on each grey level's interval (regularised incomplete beta),
+        the lowest and highest levels running from 0 and to 1.
+
+        In float64: a level whose midpoint is below the mean alpha / (alpha + beta) gets
+        I_hi(alpha, beta) - I_lo(alpha, beta), one above it the complementary form
+        I_{1-lo}(beta, alpha) - I_{1-hi}(beta, alpha), so the subtraction never cancels to 1 - 1 = 0.
+        Masses below 1e-280, where betainc itself underflows (to 0 from about 1e-308), are recomputed
+        in log space (`_log_betainc`); a level that still comes out non-finite gets
+        log(density at the interval midpoint * width)."""
+        from scipy.special import betainc, betaln
         alpha, beta = (t.detach().double().cpu().numpy() for t in self.split(params))
         lo, hi = (t.clamp(0.0, 1.0).cpu().numpy() for t in _level_edges(x.double(), levels))
-        mass = torch.from_numpy(betainc(alpha, beta, hi) - betainc(alpha, beta, lo))
-        return torch.log(mass.clamp_min(1e-300)).flatten(1).sum(1).float().to(params.device)
+        upper = (lo + hi) / 2 > alpha / (alpha + beta)
+        p, q = np.where(upper, beta, alpha), np.where(upper, alpha, beta)
+        x1, x2 = np.where(upper, 1.0 - hi, lo), np.where(upper, 1.0 - lo, hi)   # mass = I_x2 - I_x1 (p, q)
+        mass = betainc(p, q, x2) - betainc(p, q, x1)
+        with np.errstate(divide="ignore"):
+            log_mass = np.log(mass)
+        tiny = ~(mass >= 1e-280)
+        if tiny.any():
+            p, q, x1, x2 = p[tiny], q[tiny], x1[tiny], x2[tiny]
+            redo = _log_diff_exp(torch.from_numpy(_log_betainc(p, q, x2)),
+                                 torch.from_numpy(_log_betainc(p, q, x1))).numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mid, width = (x1 + x2) / 2, x2 - x1
+                midpoint = ((p - 1) * np.log(mid) + (q - 1) * np.log1p(-mid) - betaln(p, q) + np.log(width))
+            log_mass[tiny] = np.where(np.isfinite(redo), redo, midpoint)
+        return torch.from_numpy(log_mass).flatten(1).sum(1).float().to(params.device)
+
+
+def _log_betainc(a: np.ndarray, b: np.ndarray, x: np.ndarray, max_terms: int = 5000) -> np.ndarray:
+    """Elementwise log I_x(a, b), the log regularised incomplete beta, for x in [0, 1) below about
+    the mean a / (a + b) (-inf at x = 0), finite where I_x itself underflows float64. Arrays of one
+    shape, float64. log I_x = a log x + b log(1-x) - log a - log B(a, b) + log f, with f the
+    continued fraction of Numerical Recipes' `betacf` (modified Lentz), which converges fast for
+    x < (a+1) / (a+b+2); entries that do not converge within `max_terms` come back NaN."""
+    from scipy.special import betaln
+    tiny = 1e-300
+
+    def away_from_0(t):
+        return np.where(np.abs(t) < tiny, tiny, t)
+
+    c = np.ones_like(x)
+    d = 1.0 / away_from_0(1.0 - (a + b) * x / (a + 1.0))
+    f = d.copy()
+    active = np.ones(x.shape, dtype=bool)
+    with np.errstate(all="ignore"):           # entries that have converged may run off afterwards
+        for m in range(1, max_terms + 1):
+            for coef in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                         -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+                d = 1.0 / away_from_0(1.0 + coef * d)
+                c = away_from_0(1.0 + coef / c)
+                f = np.where(active, f * d * c, f)
+            active &= np.abs(d * c - 1.0) > 1e-15
+            if not active.any():
+                break
+        f[active] = np.nan
+        return a * np.log(x) + b * np.log1p(-x) - np.log(a) - betaln(a, b) + np.log(f)
 
 
 def discretize(x: torch.Tensor, bins: int) -> torch.Tensor:
@@ -190,8 +293,10 @@ class Categorical(Likelihood):
         return (self.log_probs(params).exp() * mids).sum(2)
 
     def sample(self, params, generator=None):
+        """(N, C*bins, H, W) -> (N, C, H, W) midpoints of bins drawn with torch.multinomial."""
         probs = self.log_probs(params).exp().movedim(2, -1)                 # (N, C, H, W, k)
-        idx = torch.multinomial(probs.reshape(-1, self.bins), 1, generator=generator)
+        rows = probs.reshape(-1, self.bins).to(_draw_device(params, generator))
+        idx = torch.multinomial(rows, 1, generator=generator).to(params.device)
         return bin_midpoints(idx.view(probs.shape[:-1]), self.bins)
 
     def discrete_log_prob(self, params, x, levels=256):

@@ -1,4 +1,4 @@
-"""Command line: `python -m helpers train NAME`, `train --all`, `list`, `report`."""
+"""Command line: `python -m helpers train NAME`, `train --all`, `evaluate NAME`, `list`, `report`."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train checkpoints from their recipes and save them")
     train.add_argument("names", nargs="*", help=f"checkpoint names: {', '.join(sorted(recipes.RECIPES))}")
     train.add_argument("--all", action="store_true", help="train every checkpoint")
+    ev = sub.add_parser("evaluate", help="run a checkpoint's heavy evaluation once and store it in the manifest")
+    ev.add_argument("names", nargs="+", help=f"checkpoint names: {', '.join(sorted(recipes.EVALUATIONS))}")
     sub.add_parser("list", help="list checkpoints and their metrics")
     sub.add_parser("report", help="print the manifest's metrics and training times")
     args = parser.parse_args(argv)
@@ -36,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             recipes.train(name)
             print(f"{name}: {checkpoints.read_manifest().get(name, {}).get('metrics')}")
+    elif args.command == "evaluate":
+        unknown = [n for n in args.names if n not in recipes.EVALUATIONS]
+        if unknown:
+            parser.error(f"no evaluation for {unknown}; known: {sorted(recipes.EVALUATIONS)}")
+        for name in args.names:
+            print(f"{name}: {recipes.evaluate(name)}")
     elif args.command == "list":
         _list()
     else:

@@ -3,23 +3,22 @@
 `checkpoints/manifest.json` maps a checkpoint name to
     {"file", "sha256", "config": {"class", "kwargs"}, "data_mode", "command",
      "metrics", "history", "versions", "trained_seconds", "saved"}.
-Files hold a state_dict only and are loaded with `weights_only=True`.
+Files hold a state_dict only and are loaded with `weights_only=True`. This module stores and
+loads; how a checkpoint is trained lives in `recipes`.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import settings
-from .nets import ARCHITECTURES
+from .models import ARCHITECTURES
 
 MANIFEST = "manifest.json"
 
@@ -36,23 +35,6 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call write(file_object) on a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped files are world-readable
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def read_manifest(directory: Path | None = None) -> dict:
     """The manifest as a dict (empty when there is none yet)."""
     path = (directory or settings.checkpoint_dir()) / MANIFEST
@@ -66,7 +48,7 @@ def read_manifest(directory: Path | None = None) -> dict:
 
 def _write_manifest(manifest: dict, directory: Path) -> None:
     text = json.dumps(dict(sorted(manifest.items())), indent=2) + "\n"
-    _atomic_write(directory / MANIFEST, lambda f: f.write(text.encode()))
+    settings.atomic_write(directory / MANIFEST, lambda f: f.write(text.encode()))
 
 
 def library_versions() -> dict:
@@ -81,17 +63,17 @@ def library_versions() -> dict:
 
 
 def model_config(model: nn.Module) -> dict:
-    """{"class": name, "kwargs": constructor arguments} of a registered model with a `config` dict."""
+    """{"class": name, "kwargs": constructor arguments} of a model listed in
+    `models.ARCHITECTURES` that keeps its constructor arguments in a `config` dict."""
     cls = type(model).__name__
-    if cls not in ARCHITECTURES or not hasattr(model, "config"):
-        raise TypeError(f"{cls} is not a registered architecture with a `config` attribute; "
-                        f"decorate it with helpers.nets.register")
+    if ARCHITECTURES.get(cls) is not type(model) or not hasattr(model, "config"):
+        raise TypeError(f"{cls} is not an architecture listed in helpers.models.ARCHITECTURES with a "
+                        f"`config` attribute, so it cannot be rebuilt from a manifest")
     return {"class": cls, "kwargs": dict(model.config)}
 
 
 def build_model(config: dict) -> nn.Module:
-    """A fresh model from a manifest config {"class", "kwargs"} (registered classes only)."""
-    from . import models  # noqa: F401  (registers the generative model classes)
+    """A fresh model from a manifest config {"class", "kwargs"} (classes in ARCHITECTURES only)."""
     cls = ARCHITECTURES.get(config.get("class", ""))
     if cls is None:
         raise CheckpointError(f"unknown architecture {config.get('class')!r}; known: {sorted(ARCHITECTURES)}")
@@ -106,7 +88,7 @@ def save(name: str, model: nn.Module, *, metrics: dict | None = None, data_mode:
     config = model_config(model)
     path = directory / f"{name}.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda f: torch.save(state, f))
+    settings.atomic_write(path, lambda f: torch.save(state, f))
     manifest = read_manifest(directory)
     manifest[name] = {
         "file": path.name, "sha256": sha256_of(path), "config": config, "data_mode": data_mode,
@@ -116,6 +98,17 @@ def save(name: str, model: nn.Module, *, metrics: dict | None = None, data_mode:
     }
     _write_manifest(manifest, directory)
     return path
+
+
+def record_evaluation(name: str, evaluation: dict, directory: Path | None = None) -> None:
+    """Store the results of a heavy evaluation of checkpoint `name` (numbers with their settings:
+    sample counts, seeds, seconds, the command) under its manifest entry's "evaluation" key."""
+    directory = directory or settings.checkpoint_dir()
+    manifest = read_manifest(directory)
+    if name not in manifest:
+        raise CheckpointError(f"no checkpoint named {name!r} to record an evaluation for")
+    manifest[name]["evaluation"] = dict(evaluation)
+    _write_manifest(manifest, directory)
 
 
 def exists(name: str, directory: Path | None = None) -> bool:
@@ -157,13 +150,3 @@ def load(name: str, device: torch.device | str | None = None, directory: Path | 
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit architecture {meta['config']}: {exc}") from exc
     return model.to(device or settings.device()).eval()
-
-
-def load_or_train(name: str, retrain: bool = False, device: torch.device | str | None = None) -> nn.Module:
-    """Load checkpoint `name`, or train it from its recipe (and save it) when `retrain` is true or
-    it does not exist yet. Under `DGM_SMOKE=1` retraining is a couple of batches and is not saved
-    over the shipped weights."""
-    if not retrain and exists(name):
-        return load(name, device)
-    from .recipes import train  # deferred: recipes import models and data
-    return train(name, device=device)

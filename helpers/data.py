@@ -1,4 +1,4 @@
-"""MNIST and stackedMNIST in the twelve data modes of the assignment.
+"""MNIST and stackedMNIST in the eight data modes of IT3030 Assignment 2.
 
 Images are (N, C, 28, 28) float32 tensors in [0, 1]; labels are int64 (N,).
 Mono images have C = 1 and classes 0..9. Colour images ("stackedMNIST") stack
@@ -117,9 +117,8 @@ def binarized_mnist(seed: int = 0) -> dict[str, torch.Tensor]:
     in {0, 1}. Training and test images use different streams of the seed."""
     x, _ = MNISTData(DataMode.MONO_FLOAT_COMPLETE, seed=seed).get_full_data_set(training=True)
     x_test, _ = MNISTData(DataMode.MONO_FLOAT_COMPLETE, seed=seed).get_full_data_set(training=False)
-    train = stochastic_binarize(x, seed=2 * seed)
-    n_val = 10_000 if len(train) > 20_000 else len(train) // 6   # small subsets under DGM_SMOKE
-    return {"train": train[:-n_val], "val": train[-n_val:], "test": stochastic_binarize(x_test, seed=2 * seed + 1)}
+    (train,), (val,) = split_validation(stochastic_binarize(x, seed=2 * seed), n_val=10_000)
+    return {"train": train, "val": val, "test": stochastic_binarize(x_test, seed=2 * seed + 1)}
 
 
 @functools.lru_cache(maxsize=4)
@@ -127,23 +126,30 @@ def _load_mnist_cached(root: str, train: bool) -> tuple[torch.Tensor, torch.Tens
     import torchvision  # imported here: slow to import and only needed for the files
 
     try:
-        ds = torchvision.datasets.MNIST(root, train=train, download=True)
-    except Exception as exc:  # torchvision raises several types for "no network"
-        raise DatasetNotFoundError(
-            f"MNIST not found under {Path(root) / 'MNIST' / 'raw'} and download failed: {exc}. "
-            "Point the environment variable DGM_DATA_DIR at a folder that holds MNIST/raw/ "
-            "in torchvision's layout, or connect to the internet so it can be downloaded."
-        ) from exc
-    return ds.data.clone(), ds.targets.clone()
+        ds = torchvision.datasets.MNIST(root, train=train, download=False)
+    except RuntimeError as missing:
+        if "not found" not in str(missing).lower():
+            raise
+        try:  # only the download is guarded: a corrupt file on disk raises its own error
+            ds = torchvision.datasets.MNIST(root, train=train, download=True)
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError; torchvision wraps mirror failures
+            raise DatasetNotFoundError(
+                f"MNIST not found under {Path(root) / 'MNIST' / 'raw'} and download failed: {exc}. "
+                "Point the environment variable DGM_DATA_DIR at a folder that holds MNIST/raw/ "
+                "in torchvision's layout, or connect to the internet so it can be downloaded."
+            ) from exc
+    return ds.data, ds.targets
 
 
 def load_mnist(train: bool = True, root: Path | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw MNIST from `root` (default `settings.data_root()`), downloaded if absent.
 
-    Returns uint8 images (N, 28, 28) and int64 labels (N,): N = 60,000 (train) or 10,000 (test).
+    Returns uint8 images (N, 28, 28) and int64 labels (N,): N = 60,000 (train) or 10,000 (test),
+    fresh copies: a caller's in-place edit cannot reach the files' in-process cache.
     """
     root = Path(root) if root is not None else settings.data_root()
-    return _load_mnist_cached(str(root), bool(train))
+    images, labels = _load_mnist_cached(str(root), bool(train))
+    return images.clone(), labels.clone()
 
 
 def stack_digits(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int
@@ -160,6 +166,20 @@ def stack_digits(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int
     stacked = images[picks]  # (n, 3, 28, 28)
     stacked_labels = labels[picks] @ torch.tensor([1, 10, 100])
     return stacked, stacked_labels
+
+
+def split_validation(*tensors: torch.Tensor, n_val: int) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """The last `n_val` rows of each tensor as validation, the rest as training:
+    ((train rows of each), (validation rows of each)). Under `DGM_SMOKE=1` the data are small
+    subsets, so n_val shrinks to a sixth of them: the one place smoke mode changes a split."""
+    n = len(tensors[0])
+    if any(len(t) != n for t in tensors):
+        raise ValueError(f"tensors differ in length: {[len(t) for t in tensors]}")
+    if settings.smoke_mode():
+        n_val = min(n_val, n // 6)
+    if not 0 < n_val < n:
+        raise ValueError(f"n_val must be between 1 and {n - 1} for {n} rows, got {n_val}")
+    return tuple(t[:-n_val] for t in tensors), tuple(t[-n_val:] for t in tensors)
 
 
 def contains_digit(labels: torch.Tensor, digit: int, color: bool) -> torch.Tensor:
@@ -187,7 +207,6 @@ class MNISTData:
         self.n_train = n_train if n_train is not None else (SMOKE_TRAIN if smoke else 60_000)
         self.n_test = n_test if n_test is not None else (SMOKE_TEST if smoke else 10_000)
         self.root = root
-        self._cache: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def channels(self) -> int:
@@ -198,7 +217,8 @@ class MNISTData:
         return self.mode.n_classes
 
     def raw(self, training: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images (N, C, 28, 28) and labels (N,) of this mode, before BINARY/FLOAT."""
+        """uint8 images (N, C, 28, 28) and labels (N,) of this mode, before BINARY/FLOAT: the
+        caller's own tensors (editing them in place changes nothing for anyone else)."""
         images, labels = load_mnist(train=training, root=self.root)
         n = self.n_train if training else self.n_test
         if self.mode.color:
@@ -213,15 +233,11 @@ class MNISTData:
         return images, labels
 
     def get_full_data_set(self, training: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """All images (N, C, 28, 28) float32 in [0, 1] (binary modes: {0, 1}) and labels (N,)."""
-        training = bool(training)
-        if training not in self._cache:
-            images, labels = self.raw(training)
-            x = images.float().div_(255.0)
-            if self.mode.binary:
-                x = binarize(x)
-            self._cache[training] = (x, labels)
-        return self._cache[training]
+        """All images (N, C, 28, 28) float32 in [0, 1] (binary modes: {0, 1}) and labels (N,),
+        built afresh on each call (nothing is shared with other callers)."""
+        images, labels = self.raw(bool(training))
+        x = images.float().div_(255.0)
+        return (binarize(x) if self.mode.binary else x), labels
 
     def batch_generator(self, training: bool = True, batch_size: int = 256, shuffle: bool = True,
                         seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

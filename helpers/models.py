@@ -1,18 +1,21 @@
-"""Generative models with one shared interface.
+"""Generative models with one shared interface, and the explicit table of buildable architectures.
 
 Every model here answers `encode(x)`, `decode(z)`, `reconstruct(x)` and, for generators,
-`sample(n)`: images are (N, C, 28, 28) in [0, 1] (decoder means), codes are (N, latent_dim).
-`loss(x)` gives the training objective (a dict with "loss" and logged terms) for `fit`.
+`sample(n, generator=None)`: images are (N, C, S, S) in [0, 1] (decoder means, S = 28 or 32),
+codes are (N, latent_dim). `loss(x)` gives the training objective (a dict with "loss" and logged
+terms) for `fit`; it is the per-step path and does not re-check its input (`fit` checks the data
+once, through `check_batch`). The public methods check what they are given.
 """
 from __future__ import annotations
-
 
 import torch
 from torch import nn
 
+from . import settings
 from .data import validate_images
 from .likelihoods import make_likelihood
-from .nets import DECODERS, ENCODERS, ConvDecoder, ConvEncoder, register
+from .nets import DECODERS, ENCODERS, ConvDecoder, ConvEncoder, DigitClassifier
+from .priors import make_prior
 
 
 def model_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
@@ -20,12 +23,25 @@ def model_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, t
     return model.loss(batch[0])
 
 
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
+                   n_samples: int | None = None) -> torch.Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I): (N, L), (N, L) -> (N, L), or (N, K, L) with K = n_samples.
+    The one reparameterisation of the workbook (gradients flow to mu and logvar)."""
+    shape = mu.shape if n_samples is None else (mu.shape[0], n_samples, mu.shape[1])
+    eps = settings.randn(shape, generator, device=mu.device, dtype=mu.dtype)
+    std = torch.exp(0.5 * logvar)
+    if n_samples is not None:
+        mu, std = mu[:, None], std[:, None]
+    return mu + std * eps
+
+
 class _ImageModel(nn.Module):
     channels: int
     latent_dim: int
+    image_size: int = 28
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
-        return validate_images(x, channels=(self.channels,))
+        return validate_images(x, channels=(self.channels,), size=self.image_size)
 
     def _check_codes(self, z: torch.Tensor) -> torch.Tensor:
         if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
@@ -33,16 +49,19 @@ class _ImageModel(nn.Module):
             raise ValueError(f"codes must have shape (N, {self.latent_dim}), got {got}")
         return z
 
+    def check_batch(self, data: tuple[torch.Tensor, ...]) -> None:
+        """Check training data (images, ...) once before `fit` runs the unchecked `loss`."""
+        self._check(data[0])
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, 28, 28) -> (N, C, 28, 28): decode(encode(x))."""
+        """(N, C, S, S) -> (N, C, S, S): decode(encode(x))."""
         return self.decode(self.encode(x))
 
 
-@register
 class AutoEncoder(_ImageModel):
     """Deterministic conv auto-encoder trained with binary cross-entropy.
 
@@ -70,14 +89,17 @@ class AutoEncoder(_ImageModel):
         """(N, latent_dim) -> (N, C, 28, 28) pixel probabilities."""
         return torch.sigmoid(self.decode_logits(z))
 
-    def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, 28, 28) -> (N,) binary cross-entropy of the reconstruction, summed over pixels."""
-        logits = self.decoder(self.encoder(self._check(x).to(self.device)))
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, x.to(self.device), reduction="none")
+    def _reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        bce = nn.functional.binary_cross_entropy_with_logits(self.decoder(self.encoder(x)), x, reduction="none")
         return bce.flatten(1).sum(1)
 
+    def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, 28, 28) -> (N,) binary cross-entropy of the reconstruction, summed over pixels."""
+        return self._reconstruction_loss(self._check(x))
+
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": self.reconstruction_loss(x).mean()}
+        return {"loss": self._reconstruction_loss(x).mean()}
 
     @torch.no_grad()
     def fit_code_distribution(self, x: torch.Tensor, batch_size: int = 2000) -> None:
@@ -95,93 +117,105 @@ class AutoEncoder(_ImageModel):
         """n images decoded from codes ~ the fitted Gaussian ("fitted") or N(0, I) ("standard")."""
         if prior not in ("fitted", "standard"):
             raise ValueError(f"prior must be 'fitted' or 'standard', got {prior!r}")
-        eps = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        eps = settings.randn((n, self.latent_dim), generator, device=self.device)
         z = eps if prior == "standard" else self.code_mean + eps @ self.code_scale_tril.T
         return self.decode(z)
 
 
-@register
 class VAE(_ImageModel):
-    """Conv VAE: q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I), p(x|z) a pluggable likelihood.
+    """Conv VAE: q(z|x) = N(mu(x), diag sigma^2(x)), a pluggable prior p(z) (`priors.py`, default
+    N(0, I)) and a pluggable likelihood p(x|z) (`likelihoods.py`, default Bernoulli).
 
     arch: "strided" (stride-2 convs / transposed convs, as the AE) or "pooled" (conv + ELU +
     average pooling down, linear + bilinear upsampling + conv up).
 
     loss(x) is the negative ELBO per image, -E_q[log p(x|z)] + KL(q(z|x) || p(z)), with one
-    reparameterised sample and the closed-form KL.
+    reparameterised sample; the KL is the prior's closed form where it has one, else the
+    one-sample Monte-Carlo estimate log q(z|x) - log p(z).
     """
 
     def __init__(self, channels: int = 1, latent_dim: int = 16, width: int = 32,
                  likelihood: str = "bernoulli", likelihood_kwargs: dict | None = None,
-                 arch: str = "strided"):
+                 arch: str = "strided", prior: str = "standard_normal", prior_kwargs: dict | None = None,
+                 image_size: int = 28):
         super().__init__()
         if arch not in ENCODERS:
             raise ValueError(f"arch must be one of {sorted(ENCODERS)}, got {arch!r}")
         self.config = {"channels": channels, "latent_dim": latent_dim, "width": width,
                        "likelihood": likelihood, "likelihood_kwargs": dict(likelihood_kwargs or {}),
-                       "arch": arch}
-        self.channels, self.latent_dim = channels, latent_dim
-        self.image_shape = (channels, 28, 28)
+                       "arch": arch, "prior": prior, "prior_kwargs": dict(prior_kwargs or {}),
+                       "image_size": image_size}
+        self.channels, self.latent_dim, self.image_size = channels, latent_dim, image_size
+        self.image_shape = (channels, image_size, image_size)
         self.likelihood = make_likelihood(likelihood, **(likelihood_kwargs or {}))
-        self.encoder = ENCODERS[arch](channels, width, 2 * latent_dim)
-        self.decoder = DECODERS[arch](latent_dim, width, channels * self.likelihood.n_params)
+        self.prior = make_prior(prior, latent_dim, **(prior_kwargs or {}))
+        self.encoder = ENCODERS[arch](channels, width, 2 * latent_dim, image_size=image_size)
+        self.decoder = DECODERS[arch](latent_dim, width, channels * self.likelihood.n_params, image_size=image_size)
 
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C, 28, 28) -> mean (N, L) and log-variance (N, L) of q(z | x)."""
-        mu, logvar = self.encoder(self._check(x).to(self.device)).chunk(2, dim=1)
+    def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x.to(self.device)).chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
 
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, S, S) -> mean (N, L) and log-variance (N, L) of q(z | x)."""
+        return self._posterior(self._check(x))
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, 28, 28) -> (N, L): the posterior mean."""
+        """(N, C, S, S) -> (N, L): the posterior mean."""
         return self.posterior(x)[0]
 
     def decode_params(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, L) -> (N, C * n_params, S, S): the likelihood's raw parameters."""
         return self.decoder(self._check_codes(z).to(self.device))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, L) -> (N, C, 28, 28): the mean of p(x | z)."""
+        """(N, L) -> (N, C, S, S): the mean of p(x | z)."""
         return self.likelihood.mean(self.decode_params(z))
 
     def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """(N, C, 28, 28), (N, L) -> (N,) log p(x | z)."""
+        """(N, C, S, S), (N, L) -> (N,) log p(x | z)."""
         return self.likelihood.log_prob(self.decode_params(z), x.to(self.device))
 
-    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(N, C, 28, 28) -> {"rec": E_q log p(x|z) (N,), "kl": KL(q || p) (N,), "elbo": rec - kl},
-        with one reparameterised sample z = mu + sigma * eps."""
-        mu, logvar = self.posterior(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        rec = self.log_px_given_z(x, z)
-        kl = gaussian_kl(mu, logvar)
+    def _elbo_terms(self, x, generator=None, log_likelihood=None) -> dict[str, torch.Tensor]:
+        x = x.to(self.device)
+        mu, logvar = self._posterior(x)
+        z = reparameterize(mu, logvar, generator)
+        log_likelihood = log_likelihood or self.likelihood.log_prob
+        rec = log_likelihood(self.decoder(z), x)
+        kl = self.prior.kl(mu, logvar, z)
         return {"rec": rec, "kl": kl, "elbo": rec - kl}
 
+    def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                   log_likelihood=None) -> dict[str, torch.Tensor]:
+        """(N, C, S, S) -> {"rec": log p(x|z) (N,), "kl": KL(q || p) (N,), "elbo": rec - kl} at one
+        reparameterised sample z ~ q(z|x) drawn with `generator`.
+
+        log_likelihood(params (N, C*n_params, S, S), x) -> (N,) replaces the likelihood's own
+        `log_prob`, e.g. its `discrete_log_prob` to score 256-level images on a common scale."""
+        return self._elbo_terms(self._check(x), generator, log_likelihood)
+
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        t = self.elbo_terms(x)
+        t = self._elbo_terms(x)
         return {"loss": -t["elbo"].mean(), "rec": -t["rec"].mean(), "kl": t["kl"].mean()}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images: decoder means at z ~ N(0, I)."""
-        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
+        """n images: decoder means at z ~ p(z)."""
+        return self.decode(self.prior.sample(n, generator, device=self.device))
 
     @torch.no_grad()
     def mean_and_sample(self, z: torch.Tensor, generator: torch.Generator | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, L) codes -> the mean of p(x | z) and one draw x' ~ p(x | z), each (N, C, 28, 28)."""
+        """(N, L) codes -> the mean of p(x | z) and one draw x' ~ p(x | z), each (N, C, S, S)."""
         params = self.decode_params(z)
         return self.likelihood.mean(params), self.likelihood.sample(params, generator=generator)
 
     @torch.no_grad()
-    def sample_posterior_codes(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(N, C, 28, 28) -> (N, L): one z ~ q(z | x) per image."""
+    def sample_posterior_codes(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                               n_samples: int | None = None) -> torch.Tensor:
+        """(N, C, S, S) -> (N, L) one z ~ q(z | x) per image, or (N, K, L) with K = n_samples."""
         mu, logvar = self.posterior(x)
-        return mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator).to(mu.device)
-
-
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag exp(logvar)) || N(0, I)) per row: (N, L), (N, L) -> (N,)
-    = 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1)."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(1)
+        return reparameterize(mu, logvar, generator, n_samples)
 
 
 class ChannelWise(nn.Module):
@@ -228,3 +262,11 @@ class ChannelWise(nn.Module):
     def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 28, 28) -> (N,): the mono model's per-image score summed over the channels."""
         return self.mono.reconstruction_loss(self._split(x)).reshape(len(x), self.channels).sum(1)
+
+
+# The classes a checkpoint manifest may name: `checkpoints.build_model` builds only these.
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "DigitClassifier": DigitClassifier,
+    "AutoEncoder": AutoEncoder,
+    "VAE": VAE,
+}

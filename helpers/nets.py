@@ -1,16 +1,32 @@
-"""Network building blocks for 28x28 images: the verification classifier and shared conv parts."""
+"""Network building blocks for 28x28 (MNIST) and 32x32 (SVHN) images: the verification
+classifier and the conv encoders and decoders the generative models share.
+
+Blocks that normalise take `norm="batch" | "layer" | None` (a WGAN-GP critic must not use batch
+norm: its gradient penalty is per sample). "layer" normalises each sample over (C, H, W).
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {}
+NORMS = ("batch", "layer", None)
 
 
-def register(cls: type[nn.Module]) -> type[nn.Module]:
-    """Make a model class buildable from a checkpoint manifest's config by its name."""
-    ARCHITECTURES[cls.__name__] = cls
-    return cls
+def norm2d(kind: str | None, channels: int) -> nn.Module:
+    """BatchNorm2d, a per-sample layer norm over (C, H, W) (GroupNorm with one group), or identity."""
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    return nn.Identity()
+
+
+def _check_size(image_size: int) -> int:
+    if image_size not in (28, 32):
+        raise ValueError(f"image_size must be 28 (MNIST) or 32 (SVHN), got {image_size}")
+    return image_size
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -19,40 +35,48 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
-@register
 class DigitClassifier(nn.Module):
-    """CNN for one-channel 28x28 digits: (N, 1, 28, 28) in [0, 1] -> logits (N, n_classes).
+    """CNN for one-channel digits: (N, channels, S, S) in [0, 1] -> logits (N, n_classes), S = 28 or 32.
 
     Three conv stages of width `width`, 2*width, 4*width with max pooling
-    (28 -> 14 -> 7 -> 3), then a 128-unit hidden layer with dropout.
+    (28 -> 14 -> 7 -> 3, or 32 -> 16 -> 8 -> 4), a 128-unit hidden layer (`features`), dropout, logits.
     """
 
-    def __init__(self, width: int = 32, n_classes: int = 10, dropout: float = 0.3):
+    def __init__(self, width: int = 32, n_classes: int = 10, dropout: float = 0.3, channels: int = 1,
+                 image_size: int = 28):
         super().__init__()
         w = width
-        self.config = {"width": width, "n_classes": n_classes, "dropout": dropout}
-        self.features = nn.Sequential(
-            conv_bn_relu(1, w), conv_bn_relu(w, w), nn.MaxPool2d(2),              # 28x28 -> 14x14
+        self.config = {"width": width, "n_classes": n_classes, "dropout": dropout, "channels": channels,
+                       "image_size": _check_size(image_size)}
+        side = image_size // 8
+        self.body = nn.Sequential(
+            conv_bn_relu(channels, w), conv_bn_relu(w, w), nn.MaxPool2d(2),       # 28x28 -> 14x14
             conv_bn_relu(w, 2 * w), conv_bn_relu(2 * w, 2 * w), nn.MaxPool2d(2),  # 14x14 -> 7x7
             conv_bn_relu(2 * w, 4 * w), nn.MaxPool2d(2),                          # 7x7 -> 3x3
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 9, 128), nn.ReLU(inplace=True),
-                                  nn.Dropout(dropout), nn.Linear(128, n_classes))
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * side * side, 128), nn.ReLU(inplace=True))
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(128, n_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) -> (N, 128): the penultimate layer (the FID feature space)."""
+        return self.embed(self.body(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.out(self.features(x))
 
 
 class ConvEncoder(nn.Module):
-    """(N, channels, 28, 28) -> (N, out_features): two stride-2 convs, then a linear layer."""
+    """(N, channels, S, S) -> (N, out_features): two stride-2 convs (S -> S/2 -> S/4), then a linear layer."""
 
-    def __init__(self, channels: int, width: int, out_features: int):
+    def __init__(self, channels: int, width: int, out_features: int, norm: str | None = "batch",
+                 image_size: int = 28):
         super().__init__()
+        side = _check_size(image_size) // 4
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),       # 28x28 -> 14x14
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.BatchNorm2d(2 * width),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), norm2d(norm, 2 * width),
             nn.LeakyReLU(0.2),                                                         # 14x14 -> 7x7
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, out_features),
+            nn.Flatten(), nn.Linear(2 * width * side * side, out_features),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,34 +84,36 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """(N, latent_dim) -> (N, out_channels, 28, 28) raw outputs (logits or distribution parameters):
-    a linear layer to 7x7 feature maps, then two stride-2 transposed convs."""
+    """(N, latent_dim) -> (N, out_channels, S, S) raw outputs (logits or distribution parameters):
+    a linear layer to S/4 x S/4 feature maps, then two stride-2 transposed convs."""
 
-    def __init__(self, latent_dim: int, width: int, out_channels: int):
+    def __init__(self, latent_dim: int, width: int, out_channels: int, norm: str | None = "batch",
+                 image_size: int = 28):
         super().__init__()
-        self.width = width
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * 7 * 7), nn.ReLU())
+        self.width, self.side = width, _check_size(image_size) // 4
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * self.side ** 2), nn.ReLU())
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), norm2d(norm, width),
             nn.ReLU(),                                                                  # 7x7 -> 14x14
             nn.ConvTranspose2d(width, out_channels, 4, stride=2, padding=1),            # 14x14 -> 28x28
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).view(len(z), 2 * self.width, 7, 7))
+        return self.net(self.fc(z).view(len(z), 2 * self.width, self.side, self.side))
 
 
 class PoolEncoder(nn.Module):
-    """(N, channels, 28, 28) -> (N, out_features): 3x3 convs with ELU and average pooling
-    (28 -> 14 -> 7), then a linear layer. The assignment's suggested encoder for notebook 07."""
+    """(N, channels, S, S) -> (N, out_features): 3x3 convs with ELU and average pooling
+    (S -> S/2 -> S/4), then a linear layer; no normalisation. The encoder IFT6135 Problem 2 suggests."""
 
-    def __init__(self, channels: int, width: int, out_features: int):
+    def __init__(self, channels: int, width: int, out_features: int, image_size: int = 28):
         super().__init__()
+        side = _check_size(image_size) // 4
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 3, padding=1), nn.ELU(), nn.AvgPool2d(2),            # 28x28 -> 14x14
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ELU(), nn.AvgPool2d(2),           # 14x14 -> 7x7
             nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ELU(),
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, out_features),
+            nn.Flatten(), nn.Linear(2 * width * side * side, out_features),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,13 +121,13 @@ class PoolEncoder(nn.Module):
 
 
 class UpsampleDecoder(nn.Module):
-    """(N, latent_dim) -> (N, out_channels, 28, 28): a linear layer to 7x7 maps, then bilinear
-    upsampling and 3x3 convs with ELU (7 -> 14 -> 28)."""
+    """(N, latent_dim) -> (N, out_channels, S, S): a linear layer to S/4 x S/4 maps, then bilinear
+    upsampling and 3x3 convs with ELU (7 -> 14 -> 28); no normalisation."""
 
-    def __init__(self, latent_dim: int, width: int, out_channels: int):
+    def __init__(self, latent_dim: int, width: int, out_channels: int, image_size: int = 28):
         super().__init__()
-        self.width = width
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * 7 * 7), nn.ELU())
+        self.width, self.side = width, _check_size(image_size) // 4
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * self.side ** 2), nn.ELU())
         self.net = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),              # 7x7 -> 14x14
             nn.Conv2d(2 * width, width, 3, padding=1), nn.ELU(),
@@ -111,7 +137,7 @@ class UpsampleDecoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).view(len(z), 2 * self.width, 7, 7))
+        return self.net(self.fc(z).view(len(z), 2 * self.width, self.side, self.side))
 
 
 ENCODERS = {"strided": ConvEncoder, "pooled": PoolEncoder}

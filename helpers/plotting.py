@@ -6,6 +6,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from sklearn.metrics import confusion_matrix
 
 from .data import validate_images
 
@@ -59,15 +60,20 @@ def show_rows(rows: dict[str, torch.Tensor], ncols: int | None = None, scale: fl
     return fig
 
 
-def plot_history(history, keys: Sequence[str] = ("train_loss", "val_loss"), ax=None, title: str | None = None):
-    """Per-epoch curves of `keys` from a `training.History` or its dict form."""
+def plot_history(history, keys: Sequence[str] = ("train_loss", "val_loss"), ax=None, title: str | None = None,
+                 ylabel: str = "value", labels: Sequence[str] | None = None):
+    """Per-epoch curves of `keys` from a `training.History` or its dict form, with the best epoch
+    (where early stopping kept the weights) marked when there is one."""
     epochs = history["epochs"] if isinstance(history, dict) else history.epochs
+    best = history.get("best_epoch") if isinstance(history, dict) else history.best_epoch
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.2))
-    for key in keys:
+    for key, label in zip(keys, labels or keys):
         xs = [e["epoch"] for e in epochs if key in e]
-        ax.plot(xs, [e[key] for e in epochs if key in e], marker="o", ms=3, label=key)
-    ax.set_xlabel("epoch")
+        ax.plot(xs, [e[key] for e in epochs if key in e], marker="o", ms=3, label=label)
+    if best:
+        ax.axvline(best, color="k", ls=":", lw=1, label=f"best epoch {best}")
+    ax.set_xlabel("epoch"), ax.set_ylabel(ylabel)
     ax.legend()
     if title:
         ax.set_title(title)
@@ -76,9 +82,9 @@ def plot_history(history, keys: Sequence[str] = ("train_loss", "val_loss"), ax=N
 
 
 def plot_confusion(true: torch.Tensor, predicted: torch.Tensor, n_classes: int = 10, ax=None, title: str | None = None):
-    """Confusion matrix (rows: true class, columns: predicted) with counts; off-diagonal emphasised."""
-    cm = torch.zeros(n_classes, n_classes, dtype=torch.long)
-    cm.index_put_((true.long(), predicted.long()), torch.ones_like(true, dtype=torch.long), accumulate=True)
+    """Confusion matrix (rows: true class, columns: predicted) with counts
+    (`sklearn.metrics.confusion_matrix`); the off-diagonal errors are shaded, the diagonal written in blue."""
+    cm = torch.from_numpy(confusion_matrix(true.numpy(), predicted.numpy(), labels=list(range(n_classes))))
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 4.6))
     off = cm.clone().float()
@@ -90,7 +96,7 @@ def plot_confusion(true: torch.Tensor, predicted: torch.Tensor, n_classes: int =
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                         color="black" if i != j else "tab:blue")
     ax.set_xticks(range(n_classes)), ax.set_yticks(range(n_classes))
-    ax.set_xlabel("predicted"), ax.set_ylabel("true")
+    ax.set_xlabel("predicted class"), ax.set_ylabel("true class")
     if title:
         ax.set_title(title)
     return cm
@@ -111,3 +117,28 @@ def plot_elbo_curves(meta: dict, ax=None):
     ax.set_xlabel("epoch"), ax.set_ylabel("ELBO per image (nats)")
     ax.legend(), ax.grid(alpha=0.3)
     return ax
+
+
+def pairs_grid(originals: torch.Tensor, partners: torch.Tensor, pairs_per_row: int = 4, title: str | None = None,
+               names: tuple[str, str] = ("test image", "reconstruction")):
+    """Images (N, C, H, W) beside their partners (N, C, H, W), `pairs_per_row` pairs a row: 32 pairs
+    make the 8-by-8 grid of 2AMU20 Task 1d. Returns the Figure."""
+    if originals.shape != partners.shape:
+        raise ValueError(f"originals and partners differ in shape: {tuple(originals.shape)} vs {tuple(partners.shape)}")
+    interleaved = torch.stack([originals.cpu(), partners.cpu()], 1).flatten(0, 1)     # x0, x0', x1, x1', ...
+    return show_images(interleaved, ncols=2 * pairs_per_row, scale=0.85,
+                       title=title or f"{names[0]} (left of each pair) beside its {names[1]} (right)")
+
+
+def decoder_report(name: str, model, meta: dict, test_images: torch.Tensor, generator: torch.Generator,
+                   n_prior: int = 16):
+    """The figures 2AMU20 Tasks 1b and 1d ask of one VAE: its ELBO curves from the manifest entry
+    `meta`; the test images (N, 1, 28, 28) beside reconstructions x' ~ p(x | z), z ~ q(z | x); and
+    `n_prior` new images from z ~ p(z): the decoder mean and a draw x' ~ p(x | z)."""
+    plot_elbo_curves(meta).set_title(f"{name}: ELBO per epoch ({len(meta['history']['epochs'])} epochs, "
+                                     f"{meta['trained_seconds']:.0f} s)")
+    with torch.no_grad():
+        _, recon = model.mean_and_sample(model.sample_posterior_codes(test_images, generator=generator), generator=generator)
+        mean, sample = model.mean_and_sample(model.prior.sample(n_prior, generator, device=model.device), generator=generator)
+    pairs_grid(test_images, recon.cpu(), title=f"{name}: test image (left) and a reconstruction x' ~ p(x|z), z ~ q(z|x)")
+    show_rows({"z ~ p(z): mean of p(x|z)": mean.cpu(), "x' ~ p(x|z)": sample.cpu()}, scale=0.8)

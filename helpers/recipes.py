@@ -1,7 +1,9 @@
 """How each shipped checkpoint is trained: data, architecture, hyper-parameters, metrics.
 
 `train(name)` runs one recipe through `training.fit`, measures its metrics and saves it
-with `checkpoints.save`. `python -m helpers train NAME` calls it. Training resumes from
+with `checkpoints.save`; `load_or_train(name, retrain)` is what a notebook calls;
+`load_verifier()` gives the verification classifier on its shipped weights.
+`python -m helpers train NAME` calls `train`. Training resumes from
 `checkpoints/.resume/NAME.pt` after an interruption.
 """
 from __future__ import annotations
@@ -14,11 +16,13 @@ import torch
 from torch import nn
 
 from . import checkpoints, settings
-from .data import DataMode, MNISTData, binarized_mnist
+from .data import DataMode, MNISTData, binarized_mnist, split_validation
 from .models import VAE, AutoEncoder, model_loss
 from .nets import DigitClassifier
 from .training import EarlyStopping, fit
 from .verification import Verifier, augment_for_verification, classification_loss
+
+VERIFIER = "verification_net"
 
 
 class Trained(NamedTuple):
@@ -47,10 +51,10 @@ def train(name: str, device: torch.device | str | None = None) -> nn.Module:
     if name not in RECIPES:
         raise ValueError(f"no recipe named {name!r}; known: {sorted(RECIPES)}")
     device = torch.device(device) if device is not None else settings.device()
-    settings.seed_everything(0)
     start = time.perf_counter()
-    # a smoke run must never leave state that a real run would resume from
-    result = RECIPES[name](device, None if settings.smoke_mode() else resume_path(name))
+    with settings.forked_rng(0):  # model initialisation is seeded; the caller's RNG is left alone
+        # a smoke run must never leave state that a real run would resume from
+        result = RECIPES[name](device, None if settings.smoke_mode() else resume_path(name))
     seconds = round(time.perf_counter() - start, 1)
     if not settings.smoke_mode():
         checkpoints.save(name, result.model, metrics=result.metrics, data_mode=result.data_mode,
@@ -59,15 +63,55 @@ def train(name: str, device: torch.device | str | None = None) -> nn.Module:
     return result.model.eval()
 
 
+def load_or_train(name: str, retrain: bool = False, device: torch.device | str | None = None) -> nn.Module:
+    """Load checkpoint `name`, or train it from its recipe (and save it) when `retrain` is true or
+    it does not exist yet. Under `DGM_SMOKE=1` retraining is a couple of batches and is not saved
+    over the shipped weights."""
+    if not retrain and checkpoints.exists(name):
+        return checkpoints.load(name, device)
+    return train(name, device=device)
+
+
+EVALUATIONS: dict[str, Callable[[nn.Module], dict]] = {}
+
+
+def evaluation(name: str):
+    """Register the heavy evaluation of checkpoint `name` (run once by `evaluate`)."""
+    def add(fn):
+        EVALUATIONS[name] = fn
+        return fn
+    return add
+
+
+def evaluate(name: str, device: torch.device | str | None = None) -> dict:
+    """Run the registered heavy evaluation of checkpoint `name` on its shipped weights and store
+    the numbers with their settings in the manifest (`checkpoints.record_evaluation`); under
+    `DGM_SMOKE=1` it runs on the small subsets and stores nothing. Returns the numbers."""
+    if name not in EVALUATIONS:
+        raise ValueError(f"no evaluation for {name!r}; known: {sorted(EVALUATIONS)}")
+    model = checkpoints.load(name, device)
+    start = time.perf_counter()
+    result = EVALUATIONS[name](model)
+    result.update(seconds=round(time.perf_counter() - start, 1), command=f"python -m helpers evaluate {name}",
+                  sha256=checkpoints.entry(name)["sha256"])
+    if not settings.smoke_mode():
+        checkpoints.record_evaluation(name, result)
+    return result
+
+
+def load_verifier(device: torch.device | str | None = None) -> Verifier:
+    """The verifier on the shipped `verification_net` checkpoint."""
+    return Verifier(checkpoints.load(VERIFIER, device=device))
+
+
+def _rounded(metrics: dict, digits: int) -> dict:
+    """Round the numbers of a metrics dict; leave None and other values as they are."""
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
 def one_cycle(max_lr: float):
     """A scheduler factory for `fit`: one-cycle learning rate over all training steps."""
     return lambda opt, total_steps: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total_steps)
-
-
-def split_validation(x: torch.Tensor, y: torch.Tensor, n_val: int):
-    """The last `n_val` rows as validation, the rest as training: ((x, y), (x_val, y_val))."""
-    n_val = min(n_val, len(x) // 6) if settings.smoke_mode() else n_val
-    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
 
 
 @recipe("verification_net")
@@ -87,8 +131,8 @@ def verification_metrics(verifier: Verifier) -> dict:
     """Test accuracy on mono MNIST and all-three-right accuracy on stacked test images."""
     x, y = MNISTData(DataMode.MONO_FLOAT_COMPLETE).get_full_data_set(training=False)
     xs, ys = MNISTData(DataMode.COLOR_FLOAT_COMPLETE).get_full_data_set(training=False)
-    mono = (verifier.classify(x)[0] == y).float().mean().item()
-    stacked = (verifier.classify(xs)[0] == ys).float().mean().item()
+    mono = (verifier.classify(x).labels == y).float().mean().item()
+    stacked = (verifier.classify(xs).labels == ys).float().mean().item()
     return {"mnist_test_accuracy": round(mono, 5), "stacked_test_accuracy": round(stacked, 5)}
 
 
@@ -120,14 +164,15 @@ def _ae_or_vae(kind: str, color: bool, missing: bool, device, resume) -> Trained
 def generative_metrics(model, mode: DataMode, n_samples: int = 10_000) -> dict:
     """Reconstruction accuracy on the test set, predictability/coverage of samples, test ELBO."""
     from .metrics import elbo, generation_quality, reconstruction_accuracy
-    verifier = Verifier.load()
+    verifier = load_verifier()
     x, y = MNISTData(DataMode.of(color=mode.color, binary=True, missing=False)).get_full_data_set(training=False)
     metrics = {"reconstruction_accuracy": reconstruction_accuracy(model, verifier, x, y)}
     samples = model.sample(256 if settings.smoke_mode() else n_samples, generator=torch.Generator().manual_seed(0))
-    metrics.update({f"sample_{k}": v for k, v in generation_quality(verifier, samples).items()})
+    quality = generation_quality(verifier, samples)
+    metrics.update({f"sample_{k}": quality[k] for k in ("predictability", "coverage")})
     if isinstance(model, VAE):
-        metrics["test_elbo"] = elbo(model, x).mean().item()
-    return {k: round(v, 4) for k, v in metrics.items()}
+        metrics["test_elbo"] = elbo(model, x, generator=torch.Generator().manual_seed(0)).mean().item()
+    return _rounded(metrics, 4)
 
 
 for _kind in ("ae", "vae"):
@@ -147,6 +192,9 @@ LIKELIHOOD_VAES = {
 }
 
 
+LIKELIHOOD_EPOCH_CAP = 60   # well above where the stopping criterion fires for the bounded objectives
+
+
 def likelihood_stopping() -> EarlyStopping:
     """The stopping criterion of notebooks 04 and 07: stop when the validation -ELBO has not
     improved by 0.1 nats for 3 epochs; the best epoch's weights are kept."""
@@ -158,13 +206,15 @@ def _likelihood_vae(likelihood: str, kwargs: dict, device, resume) -> Trained:
     x, y = MNISTData(mode).get_full_data_set(training=True)
     train_set, val_set = split_validation(x, y, n_val=10_000)   # first 50,000 / last 10,000
     model = VAE(channels=1, latent_dim=16, width=32, likelihood=likelihood, likelihood_kwargs=kwargs).to(device)
-    history = fit(model, model_loss, train_set[:1], val_set[:1], epochs=20, batch_size=128, lr=1e-3,
-                  early_stopping=likelihood_stopping(), resume_path=resume, desc=f"vae_{likelihood}")
+    history = fit(model, model_loss, train_set[:1], val_set[:1], epochs=LIKELIHOOD_EPOCH_CAP, batch_size=128,
+                  lr=1e-3, early_stopping=likelihood_stopping(), resume_path=resume, desc=f"vae_{likelihood}")
     from .metrics import elbo
     x_test, _ = MNISTData(mode).get_full_data_set(training=False)
-    metrics = {"val_elbo": elbo(model, val_set[0]).mean().item(), "test_elbo": elbo(model, x_test).mean().item(),
+    g = torch.Generator().manual_seed(0)
+    metrics = {"val_elbo": elbo(model, val_set[0], generator=g).mean().item(),
+               "test_elbo": elbo(model, x_test, generator=g).mean().item(),
                "epochs": len(history.epochs), "best_epoch": history.best_epoch}
-    return Trained(model, {k: round(v, 3) for k, v in metrics.items()}, history.to_dict(), mode.name)
+    return Trained(model, _rounded(metrics, 3), history.to_dict(), mode.name)
 
 
 for _name, (_lik, _kwargs) in LIKELIHOOD_VAES.items():
@@ -180,10 +230,34 @@ BINARIZATION_SEED = 0
 def _vae_z100(device, resume) -> Trained:
     data = binarized_mnist(seed=BINARIZATION_SEED)
     model = VAE(channels=1, latent_dim=100, width=32, arch="pooled").to(device)
-    history = fit(model, model_loss, (data["train"],), (data["val"],), epochs=20, batch_size=128, lr=3e-4,
+    history = fit(model, model_loss, (data["train"],), (data["val"],), epochs=150, batch_size=128, lr=1e-3,
                   early_stopping=likelihood_stopping(), resume_path=resume, desc="vae_z100")
     from .metrics import elbo
-    metrics = {"val_elbo": elbo(model, data["val"]).mean().item(), "test_elbo": elbo(model, data["test"]).mean().item(),
-               "epochs": len(history.epochs)}
-    return Trained(model, {k: round(v, 3) for k, v in metrics.items()}, history.to_dict(),
+    g = torch.Generator().manual_seed(0)
+    metrics = {"val_elbo": elbo(model, data["val"], generator=g).mean().item(),
+               "test_elbo": elbo(model, data["test"], generator=g).mean().item(),
+               "epochs": len(history.epochs), "best_epoch": history.best_epoch}
+    return Trained(model, _rounded(metrics, 3), history.to_dict(),
                    f"binarized MNIST (stochastic, seed {BINARIZATION_SEED})")
+
+
+Z100_K, Z100_SEED = 200, 0
+
+
+@evaluation("vae_z100")
+def _evaluate_vae_z100(model) -> dict:
+    """ELBO and the K = 200 importance-sampled log p(x) of every validation and test image
+    (IFT6135 Problem 2): means and their standard errors over images, in nats."""
+    from .metrics import elbo, importance_log_px
+    data = binarized_mnist(seed=BINARIZATION_SEED)
+    out = {"k": Z100_K, "seed": Z100_SEED}
+    for split in ("val", "test"):
+        x = data[split]
+        g = torch.Generator().manual_seed(Z100_SEED)
+        values = {"elbo": elbo(model, x, generator=g),
+                  "log_px": importance_log_px(model, x, Z100_K, generator=g, progress=True)}
+        for key, v in values.items():
+            out[f"{split}_{key}"] = round(v.mean().item(), 3)
+            out[f"{split}_{key}_se"] = round((v.std() / len(v) ** 0.5).item(), 4)
+        out[f"{split}_images"] = len(x)
+    return out

@@ -1,9 +1,13 @@
-"""Where things live and how the workbook runs: data root, checkpoints, smoke mode, device, seeds."""
+"""Where things live and how the workbook runs: data root, checkpoints, smoke mode, device,
+seeds, random draws that honour a generator, and the one atomic file writer."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import tempfile
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,9 +38,56 @@ def device() -> torch.device:
 
 
 def seed_everything(seed: int = 0) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) so a notebook run twice prints the same numbers."""
+    """Seed Python, NumPy and torch (CPU and CUDA). For a notebook's setup cell only: library
+    functions never call it; they take a `torch.Generator` or run under `forked_rng`."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+@contextlib.contextmanager
+def forked_rng(seed: int) -> Iterator[None]:
+    """Run a block with torch's global RNG (CPU and CUDA) seeded to `seed`, and give the caller
+    its own RNG state back afterwards: training is reproducible without reseeding the caller."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _draw(fn, shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+    source = generator.device if generator is not None else (device or "cpu")
+    out = fn(tuple(shape), generator=generator, device=source, dtype=dtype or torch.get_default_dtype())
+    return out.to(device) if device is not None else out
+
+
+def randn(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal draws of `shape`, made on the generator's device (so a CPU generator
+    works for CUDA tensors) and moved to `device`. Without a generator: the global RNG."""
+    return _draw(torch.randn, shape, generator, device, dtype)
+
+
+def rand(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
+    """Uniform [0, 1) draws of `shape`, like `randn`."""
+    return _draw(torch.rand, shape, generator, device, dtype)
+
+
+def atomic_write(path: Path | str, write: Callable) -> None:
+    """Call write(binary file object) on a temporary file beside `path`, flush and fsync it, then
+    rename it into place: an interrupted write never leaves a broken file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped files are world-readable
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

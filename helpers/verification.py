@@ -3,10 +3,16 @@
 One CNN (`nets.DigitClassifier`) trained on mono MNIST is applied to each channel of a
 3-channel image; the stacked class is R + 10 G + 100 B and its confidence is the product
 of the three per-channel confidences.
+
+`Verifier.classify(images)` returns a `Classification`, an explicit result that answers
+predictability, coverage, the mode histogram and its KL to uniform without classifying again.
+Nothing is cached anywhere: classify once and ask the result.
 """
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -15,21 +21,13 @@ from torch import nn
 
 from .data import validate_images
 
-CHECKPOINT = "verification_net"
-DEFAULT_TOLERANCE = {1: 0.8, 3: 0.5}  # the assignment's tolerances for mono and stacked images
+DEFAULT_TOLERANCE = {1: 0.8, 3: 0.5}  # IT3030's tolerances for mono and stacked images
 _PLACE_VALUES = torch.tensor([1, 10, 100])
-CACHE_SIZE = 6  # image sets whose classification a Verifier remembers
 
 
 class Predictability(NamedTuple):
     predictability: float          # fraction of images classified with confidence >= tolerance
     accuracy: float | None         # fraction also classified as their label (None without labels)
-
-
-class ModeCount(NamedTuple):
-    modes: int                     # distinct classes among confident predictions
-    kl_to_uniform: float           # KL(class histogram || uniform over all classes), nats
-    n_confident: int               # how many images were classified confidently
 
 
 OUTLIER = -1  # label of a noise image in a training batch (see `add_noise_outliers`)
@@ -41,17 +39,21 @@ def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tenso
 
     Rows labelled `OUTLIER` are noise images: their loss is the cross-entropy to the uniform
     distribution over digits, as KL(uniform || softmax) ("outlier exposure"), which teaches the
-    net to be unsure of them.
+    net to be unsure of them. Written with masks and sums only, so a training step never waits
+    for the device (no boolean indexing, no data-dependent branch).
     """
     images, labels = batch
     logits = model(images)
-    digit = labels != OUTLIER
-    loss = F.cross_entropy(logits[digit], labels[digit])
-    if not digit.all():
-        # KL(uniform || softmax): zero when the net is completely unsure of a noise image
-        kl_uniform = -F.log_softmax(logits[~digit], dim=1).mean(1) - math.log(logits.shape[1])
-        loss = loss + outlier_weight * kl_uniform.mean()
-    return {"loss": loss, "accuracy": (logits[digit].argmax(1) == labels[digit]).float().mean()}
+    digit = (labels != OUTLIER).float()
+    n_digits = digit.sum().clamp_min(1.0)
+    ce = F.cross_entropy(logits, labels.clamp_min(0), reduction="none")
+    log_probs = F.log_softmax(logits, dim=1)
+    # KL(uniform || softmax): zero when the net is completely unsure of a noise image
+    kl_uniform = -log_probs.mean(1) - math.log(logits.shape[1])
+    outliers = 1.0 - digit
+    loss = (ce * digit).sum() / n_digits + outlier_weight * (kl_uniform * outliers).sum() / outliers.sum().clamp_min(1.0)
+    accuracy = ((logits.argmax(1) == labels).float() * digit).sum() / n_digits
+    return {"loss": loss, "accuracy": accuracy}
 
 
 def noise_images(n: int, generator: torch.Generator, size: int = 28) -> torch.Tensor:
@@ -103,88 +105,6 @@ def _check_tolerance(tolerance: float) -> float:
     return float(tolerance)
 
 
-class Verifier:
-    """Classifies mono (N, 1, 28, 28) or stacked (N, 3, 28, 28) images in [0, 1] with one CNN."""
-
-    def __init__(self, net: nn.Module, batch_size: int = 512):
-        # channels_last runs these convolutions about 1.5x faster on CPU (measured)
-        self.net = net.eval().to(memory_format=torch.channels_last)
-        self.batch_size = batch_size  # moderate: huge batches spend their time allocating activations
-        self._recent: list[tuple] = []   # (images, images._version, result) of recent classify calls
-
-    @classmethod
-    def load(cls, device: torch.device | str | None = None) -> "Verifier":
-        """The verifier on the shipped `verification_net` checkpoint."""
-        from . import checkpoints
-        return cls(checkpoints.load(CHECKPOINT, device=device))
-
-    @torch.no_grad()
-    def digit_probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, 28, 28) -> (N, C, 10) softmax probabilities of each channel's digit."""
-        validate_images(images)
-        n, c = images.shape[:2]
-        flat = images.reshape(n * c, 1, 28, 28)  # row n*C + k is channel k of image n
-        device = next(self.net.parameters()).device
-        probs = [F.softmax(self.net(chunk.to(device).contiguous(memory_format=torch.channels_last)), dim=1).cpu()
-                 for chunk in flat.split(self.batch_size)]
-        return torch.cat(probs).reshape(n, c, 10) if probs else torch.zeros(0, c, 10)
-
-    def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C, 28, 28) -> (labels (N,) in 0..10**C-1, confidence (N,) = product over channels).
-
-        Results for the last few tensors are kept, so asking predictability, coverage and the
-        histogram of one set of images classifies it once (an in-place change invalidates it)."""
-        for cached, version, result in self._recent:
-            if cached is images and version == images._version:
-                return result
-        probs = self.digit_probabilities(images)
-        conf, digit = probs.max(dim=2)                       # (N, C) each
-        labels = (digit * _PLACE_VALUES[: probs.shape[1]]).sum(1)
-        result = (labels, conf.prod(dim=1))
-        self._recent = [(images, images._version, result)] + self._recent[:CACHE_SIZE - 1]
-        return result
-
-    @staticmethod
-    def n_classes(images: torch.Tensor) -> int:
-        return 10 ** images.shape[1]
-
-    def _confident(self, images, tolerance):
-        validate_images(images)
-        tolerance = _check_tolerance(DEFAULT_TOLERANCE[images.shape[1]] if tolerance is None else tolerance)
-        labels, conf = self.classify(images)
-        return labels, conf >= tolerance
-
-    def predictability(self, images: torch.Tensor, labels: torch.Tensor | None = None,
-                       tolerance: float | None = None) -> Predictability:
-        """Fraction of images classified with confidence >= tolerance (default 0.8 mono, 0.5
-        stacked) and, given labels (N,), the fraction both confident and right."""
-        predicted, confident = self._confident(images, tolerance)
-        if len(predicted) == 0:
-            raise ValueError("images is empty; need at least one image")
-        accuracy = None
-        if labels is not None:
-            if not isinstance(labels, torch.Tensor) or labels.shape != predicted.shape:
-                raise ValueError(f"labels must be a tensor of shape ({len(predicted)},), got "
-                                 f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
-            accuracy = (confident & (predicted == labels.cpu())).float().mean().item()
-        return Predictability(confident.float().mean().item(), accuracy)
-
-    def class_histogram(self, images: torch.Tensor, tolerance: float | None = None) -> torch.Tensor:
-        """(n_classes,) int64 counts of the confidently predicted classes (10 or 1000 classes)."""
-        predicted, confident = self._confident(images, tolerance)
-        return torch.bincount(predicted[confident], minlength=self.n_classes(images))
-
-    def coverage(self, images: torch.Tensor, tolerance: float | None = None) -> float:
-        """Fraction of the 10 (or 1000) classes seen among confidently classified images."""
-        counts = self.class_histogram(images, tolerance)
-        return (counts > 0).float().mean().item()
-
-    def mode_count(self, images: torch.Tensor, tolerance: float | None = None) -> ModeCount:
-        """Distinct classes, KL of the class histogram to uniform, and confident count."""
-        counts = self.class_histogram(images, tolerance)
-        return ModeCount(int((counts > 0).sum()), kl_to_uniform(counts), int(counts.sum()))
-
-
 def kl_to_uniform(counts: torch.Tensor) -> float:
     """KL(p || uniform) in nats for a histogram `counts` (K,) with p = counts / sum (0 log 0 = 0).
     Ranges from 0 (perfectly uniform) to log K (all mass on one class)."""
@@ -197,3 +117,114 @@ def kl_to_uniform(counts: torch.Tensor) -> float:
     p = counts / total
     nz = p > 0
     return float((p[nz] * torch.log(p[nz] * len(p))).sum())
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What the verifier saw in N images with C channels.
+
+    digits (N, C): each channel's most likely digit; digit_confidence (N, C): its probability;
+    labels (N,): the class sum_c digit_c 10^c (0..9 mono, 0..999 stacked); confidence (N,): the
+    product of the channel confidences.
+    """
+
+    digits: torch.Tensor
+    digit_confidence: torch.Tensor
+
+    @property
+    def channels(self) -> int:
+        return self.digits.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        return 10 ** self.channels
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return (self.digits * _PLACE_VALUES[: self.channels]).sum(1)
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        return self.digit_confidence.prod(dim=1)
+
+    def __len__(self) -> int:
+        return len(self.digits)
+
+    def confident(self, tolerance: float | None = None) -> torch.Tensor:
+        """Bool (N,): confidence >= tolerance (default IT3030's: 0.8 mono, 0.5 stacked)."""
+        tol = DEFAULT_TOLERANCE[self.channels] if tolerance is None else _check_tolerance(tolerance)
+        return self.confidence >= tol
+
+    def predictability(self, tolerance: float | None = None) -> float:
+        """Fraction of images classified with confidence >= tolerance."""
+        if len(self) == 0:
+            raise ValueError("no images were classified; need at least one image")
+        return self.confident(tolerance).float().mean().item()
+
+    def accuracy(self, labels: torch.Tensor, tolerance: float | None = None) -> float:
+        """Fraction of images both confident and classified as `labels` (N,)."""
+        if not isinstance(labels, torch.Tensor) or labels.shape != self.labels.shape:
+            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ValueError(f"labels must be a tensor of shape ({len(self)},), got {got}")
+        return (self.confident(tolerance) & (self.labels == labels.cpu())).float().mean().item()
+
+    def mode_histogram(self, tolerance: float = 0.0) -> torch.Tensor:
+        """(n_classes,) int64 counts of the predicted classes of the images with confidence >=
+        tolerance. The default 0.0 counts every image by its argmax class, the protocol of
+        VEEGAN and PacGAN for stackedMNIST modes."""
+        keep = self.confident(tolerance)
+        return torch.bincount(self.labels[keep], minlength=self.n_classes)
+
+    def modes(self, tolerance: float = 0.0) -> int:
+        """How many classes the histogram hits at least once."""
+        return int((self.mode_histogram(tolerance) > 0).sum())
+
+    def kl_to_uniform(self, tolerance: float = 0.0) -> float:
+        """KL(class histogram || uniform over n_classes), nats."""
+        return kl_to_uniform(self.mode_histogram(tolerance))
+
+    def coverage(self, tolerance: float | None = None) -> float:
+        """Fraction of the 10 (or 1000) classes seen among confidently classified images (IT3030's
+        coverage; default tolerance 0.8 mono, 0.5 stacked)."""
+        tol = DEFAULT_TOLERANCE[self.channels] if tolerance is None else tolerance
+        return self.modes(tol) / self.n_classes
+
+
+class Verifier:
+    """Classifies mono (N, 1, 28, 28) or stacked (N, 3, 28, 28) images in [0, 1] with one CNN.
+
+    The verifier works on its own copy of the network (eval mode, channels_last, about 1.5x
+    faster on CPU), so the caller's module is left as it was."""
+
+    def __init__(self, net: nn.Module, batch_size: int = 512):
+        self.net = copy.deepcopy(net).eval().to(memory_format=torch.channels_last)
+        self.batch_size = batch_size  # moderate: huge batches spend their time allocating activations
+
+    @torch.no_grad()
+    def digit_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, 28, 28) -> (N, C, 10) softmax probabilities of each channel's digit."""
+        validate_images(images)
+        n, c = images.shape[:2]
+        flat = images.reshape(n * c, 1, 28, 28)  # row n*C + k is channel k of image n
+        device = next(self.net.parameters()).device
+        probs = [F.softmax(self.net(chunk.to(device).contiguous(memory_format=torch.channels_last)), dim=1).cpu()
+                 for chunk in flat.split(self.batch_size)]
+        return torch.cat(probs).reshape(n, c, 10) if probs else torch.zeros(0, c, 10)
+
+    def classify(self, images: torch.Tensor) -> Classification:
+        """(N, C, 28, 28) -> a `Classification` of the N images."""
+        conf, digits = self.digit_probabilities(images).max(dim=2)   # (N, C) each
+        return Classification(digits, conf)
+
+    def predictability(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                       tolerance: float | None = None) -> Predictability:
+        """Classify `images` and return the fraction classified with confidence >= tolerance
+        (default 0.8 mono, 0.5 stacked) and, given labels (N,), the fraction both confident and
+        right. To ask several questions of one set of images, call `classify` once instead."""
+        result = self.classify(images)
+        accuracy = result.accuracy(labels, tolerance) if labels is not None else None
+        return Predictability(result.predictability(tolerance), accuracy)
+
+    def coverage(self, images: torch.Tensor, tolerance: float | None = None) -> float:
+        """Classify `images` and return the fraction of classes seen among confident ones."""
+        return self.classify(images).coverage(tolerance)

@@ -35,3 +35,18 @@ def test_smoke_training_from_the_command_line_saves_nothing(ckpt_dir, smoke, mon
     (ckpt_dir / "manifest.json").write_text(json.dumps({"verification_net": manifest["verification_net"]}))
     assert main(["train", "ae_mono", "vae_categorical"]) == 0
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["manifest.json", "verification_net.pt"]
+
+
+def test_smoke_evaluation_runs_and_stores_nothing(smoke, capsys):
+    from helpers import checkpoints
+    before = checkpoints.read_manifest()
+    assert main(["evaluate", "vae_z100"]) == 0
+    out = capsys.readouterr().out
+    assert "val_log_px" in out and "test_elbo_se" in out
+    assert checkpoints.read_manifest() == before
+
+
+def test_unknown_evaluation_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "verification_net"])
+    assert "no evaluation for" in capsys.readouterr().err

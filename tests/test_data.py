@@ -146,3 +146,47 @@ def test_missing_dataset_names_folder_variable_and_download_error(tmp_path, monk
     message = str(info.value)
     assert str(tmp_path / "nowhere") in message and "DGM_DATA_DIR" in message
     assert "network unreachable" in message
+
+
+def test_a_callers_in_place_edit_does_not_reach_anyone_else():
+    d = MNISTData(DataMode.MONO_FLOAT_COMPLETE, **SMALL)
+    images, labels = d.raw(training=False)
+    images.zero_(), labels.fill_(3)
+    again, labels_again = MNISTData(DataMode.MONO_FLOAT_COMPLETE, **SMALL).raw(training=False)
+    assert again.float().sum() > 0 and (labels_again != 3).any()
+    x, _ = d.get_full_data_set(training=False)
+    x.fill_(0.5)
+    assert not torch.equal(d.get_full_data_set(training=False)[0], x)
+    raw_images, _ = data.load_mnist(train=False)
+    raw_images.zero_()
+    assert data.load_mnist(train=False)[0].float().sum() > 0
+
+
+def test_a_corrupt_file_is_not_reported_as_a_failed_download(tmp_path, monkeypatch):
+    import torchvision
+
+    def corrupt(self, *a, **k):
+        raise ValueError("unexpected end of data in train-images-idx3-ubyte")
+    downloads = []
+    monkeypatch.setattr(torchvision.datasets.MNIST, "_load_data", corrupt)
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", lambda self: downloads.append(1))
+    data._load_mnist_cached.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="unexpected end of data"):
+            data.load_mnist(train=True)
+    finally:
+        data._load_mnist_cached.cache_clear()
+    assert downloads == []
+
+
+def test_split_validation_takes_the_last_rows_and_checks_its_input(monkeypatch):
+    x, y = torch.arange(60).view(60, 1), torch.arange(60)
+    (xt, yt), (xv, yv) = data.split_validation(x, y, n_val=10)
+    assert torch.equal(xv[:, 0], torch.arange(50, 60)) and torch.equal(yt, torch.arange(50))
+    with pytest.raises(ValueError, match="differ in length"):
+        data.split_validation(x, y[:5], n_val=2)
+    with pytest.raises(ValueError, match="n_val"):
+        data.split_validation(x, n_val=60)
+    monkeypatch.setenv("DGM_SMOKE", "1")
+    (_,), (xv,) = data.split_validation(x, n_val=10_000)
+    assert len(xv) == 10                                      # a sixth of a smoke-size set

@@ -6,7 +6,8 @@ from sklearn.metrics import roc_auc_score
 
 from helpers import metrics
 from helpers.likelihoods import Bernoulli
-from helpers.models import VAE, AutoEncoder, ChannelWise, gaussian_kl
+from helpers.models import VAE, AutoEncoder, ChannelWise, reparameterize
+from helpers.priors import StandardNormal, standard_normal_kl
 
 
 def tiny_vae(channels=1, latent=3):
@@ -50,7 +51,7 @@ def test_kl_closed_form_matches_monte_carlo():
     z = mu + std * torch.randn(200_000, 3, 4, generator=g)
     log_q = torch.distributions.Normal(mu, std).log_prob(z).sum(-1)
     log_p = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-    assert torch.allclose(gaussian_kl(mu, logvar), (log_q - log_p).mean(0), rtol=0.02, atol=0.02)
+    assert torch.allclose(standard_normal_kl(mu, logvar), (log_q - log_p).mean(0), rtol=0.02, atol=0.02)
 
 
 def test_elbo_of_a_known_case_by_hand():
@@ -89,7 +90,40 @@ def test_importance_estimate_is_at_least_the_elbo_on_average():
     model = tiny_vae()
     x = binary_images(20)
     iw = metrics.importance_log_px(model, x, n_samples=50, generator=torch.Generator().manual_seed(0))
-    assert iw.mean() >= metrics.elbo(model, x).mean() - 1e-3
+    assert iw.mean() >= metrics.elbo(model, x, generator=torch.Generator().manual_seed(0)).mean() - 1e-3
+
+
+def test_estimates_honour_their_generator_and_leave_the_global_rng_alone():
+    model = tiny_vae()
+    x = binary_images(6)
+    state = torch.get_rng_state()
+    a = metrics.elbo(model, x, generator=torch.Generator().manual_seed(3))
+    torch.rand(100)                                          # advance the global RNG in between
+    b = metrics.elbo(model, x, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    torch.set_rng_state(state)
+    metrics.importance_log_px(model, x, 5, generator=torch.Generator().manual_seed(0))
+    metrics.prior_log_px_bernoulli(model, x, 50, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_one_reparameterisation_for_one_and_many_samples():
+    mu, logvar = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.0, math.log(4.0)]])
+    z = reparameterize(mu, logvar, torch.Generator().manual_seed(0), n_samples=100_000)
+    assert z.shape == (1, 100_000, 2)
+    assert torch.allclose(z.mean(1), mu, atol=0.03) and torch.allclose(z.std(1), torch.tensor([[1.0, 2.0]]), atol=0.03)
+    one = reparameterize(mu, logvar, torch.Generator().manual_seed(0))
+    assert one.shape == (1, 2)
+
+
+def test_discrete_elbo_is_the_elbo_with_the_discrete_likelihood():
+    torch.manual_seed(0)
+    model = VAE(channels=1, latent_dim=3, width=4, likelihood="categorical", likelihood_kwargs={"bins": 16}).eval()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    own = metrics.elbo(model, x, generator=torch.Generator().manual_seed(2))
+    discrete = metrics.discrete_elbo(model, x, generator=torch.Generator().manual_seed(2))
+    # a categorical's bin mass spread evenly over its 16 grey levels: log 16 per pixel less
+    assert torch.allclose(discrete, own - 784 * math.log(16), atol=1e-2)
 
 
 def test_channelwise_shapes_and_independence_of_channels():
@@ -145,6 +179,7 @@ class LinearGaussian(torch.nn.Module):
         g = torch.Generator().manual_seed(seed)
         self.W, self.b, self.s = torch.randn(d, latent, generator=g), torch.randn(d, generator=g), s
         self.image_shape, self.latent_dim, self.channels = (d,), latent, 1
+        self.prior = StandardNormal(latent)
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def exact_log_px(self, x):

@@ -81,9 +81,30 @@ def test_early_stopping_on_synthetic_curves():
     flat = EarlyStopping(patience=2, min_delta=0.1)
     assert [flat.step(v) for v in (1.0, 0.95, 0.93)] == [False, False, True]
     nan = EarlyStopping(patience=1)
-    assert nan.step(float("nan")) is True
+    assert nan.step(float("nan")) is True and nan.best_epoch is None
     with pytest.raises(ValueError):
         EarlyStopping(patience=0)
+    with pytest.raises(ValueError, match="mode"):
+        EarlyStopping(mode="lowest")
+
+
+def test_best_epoch_counts_epochs_not_improvements():
+    stopper = EarlyStopping(patience=5)
+    for v in (5.0, 6.0, 7.0, 4.0, 4.5):          # improvements at calls 1 and 4
+        stopper.step(v)
+    assert stopper.best_epoch == 4
+
+
+def test_early_stopping_can_maximise_a_named_record():
+    stopper = EarlyStopping(patience=2, monitor="val_elbo", mode="max")
+    assert [stopper.step(v) for v in (-100.0, -99.0, -99.5, -99.2)] == [False, False, False, True]
+    assert stopper.best == -99.0 and stopper.best_epoch == 2
+
+
+def test_early_stopping_on_a_missing_record_is_a_clear_error():
+    x, y = toy_problem()
+    with pytest.raises(KeyError, match="monitors 'val_acc'"):
+        fit(make_model(), mse, (x, y), epochs=2, early_stopping=EarlyStopping(monitor="val_acc"), progress=False)
 
 
 def test_early_stopping_restores_the_best_weights():
@@ -115,5 +136,15 @@ def test_bad_inputs_are_clear_errors():
 
 
 def test_history_round_trips():
-    h = History([{"epoch": 1, "train_loss": 1.0}], True, 1)
+    h = History([{"epoch": 1, "train_loss": 1.0}], True, 1, [{"step": 1, "loss": 2.0}])
     assert History.from_dict(h.to_dict()) == h
+
+
+def test_fit_leaves_the_callers_rng_alone():
+    x, y = toy_problem()
+    model = make_model()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    fit(model, mse, (x, y), epochs=2, batch_size=64, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+

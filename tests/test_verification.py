@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import checkpoints
+from helpers import checkpoints, recipes
 from helpers.data import DataMode, MNISTData
 from helpers.verification import Verifier, kl_to_uniform, random_shift
 
@@ -42,9 +42,10 @@ def images_of(digits: torch.Tensor) -> torch.Tensor:
 
 def test_stacked_confidence_is_the_product_and_label_the_place_values():
     v = Verifier(ConstantNet(digit=3, p=0.9))
-    labels, conf = v.classify(torch.zeros(4, 3, 28, 28))
-    assert labels.tolist() == [333] * 4
-    assert torch.allclose(conf, torch.full((4,), 0.9 ** 3))
+    result = v.classify(torch.zeros(4, 3, 28, 28))
+    assert result.labels.tolist() == [333] * 4 and result.n_classes == 1000
+    assert torch.allclose(result.confidence, torch.full((4,), 0.9 ** 3))
+    assert result.predictability(0.73) == 0.0 and result.predictability(0.72) == 1.0
     assert v.predictability(torch.zeros(4, 3, 28, 28), tolerance=0.73).predictability == 0.0
     assert v.predictability(torch.zeros(4, 3, 28, 28), tolerance=0.72).predictability == 1.0
 
@@ -57,12 +58,22 @@ def test_predictability_accuracy_coverage_and_histogram_on_constructed_inputs():
     result = v.predictability(x, labels, tolerance=0.9)
     assert result.predictability == 1.0 and result.accuracy == 0.75
     assert v.coverage(x) == pytest.approx(3 / 1000)
-    hist = v.class_histogram(x)
+    result = v.classify(x)
+    hist = result.mode_histogram()
     assert hist[321] == 2 and hist[904] == 1 and hist[777] == 1 and hist.sum() == 4
+    assert result.modes() == 3 and result.accuracy(labels, 0.9) == 0.75
     mono = images_of(torch.arange(10).view(10, 1))
     assert v.coverage(mono) == 1.0
-    assert v.mode_count(mono).kl_to_uniform == pytest.approx(0.0, abs=1e-12)
+    assert v.classify(mono).kl_to_uniform() == pytest.approx(0.0, abs=1e-12)
     assert v.predictability(mono).accuracy is None
+
+
+def test_mode_histogram_counts_every_sample_by_default_and_filters_by_tolerance():
+    v = Verifier(ConstantNet(digit=7, p=0.6))
+    result = v.classify(torch.zeros(5, 1, 28, 28))
+    assert result.mode_histogram()[7] == 5 and result.modes() == 1          # argmax, no threshold
+    assert result.mode_histogram(0.8).sum() == 0 and result.coverage() == 0.0   # IT3030's tolerance 0.8
+    assert result.kl_to_uniform() == pytest.approx(math.log(10))
 
 
 def test_kl_to_uniform_known_values():
@@ -110,7 +121,7 @@ needs_checkpoint = pytest.mark.skipif(not checkpoints.exists("verification_net")
 
 @needs_checkpoint
 def test_real_stacked_test_images_cover_almost_every_class():
-    v = Verifier.load(device="cpu")
+    v = recipes.load_verifier(device="cpu")
     x, y = MNISTData(DataMode.COLOR_FLOAT_COMPLETE).get_full_data_set(training=False)
     assert v.coverage(x, tolerance=0.5) >= 0.99
     assert v.predictability(x, y).accuracy >= 0.95
@@ -118,7 +129,7 @@ def test_real_stacked_test_images_cover_almost_every_class():
 
 @needs_checkpoint
 def test_uniform_noise_is_almost_never_predictable():
-    v = Verifier.load(device="cpu")
+    v = recipes.load_verifier(device="cpu")
     noise = torch.rand(2000, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     assert v.predictability(noise, tolerance=0.8).predictability < 0.05
     noise3 = torch.rand(2000, 3, 28, 28, generator=torch.Generator().manual_seed(1))
@@ -144,14 +155,16 @@ def test_noise_outliers_are_appended_with_the_outlier_label():
     assert out["loss"].item() == pytest.approx((ce + 0.5 * kl).item(), rel=1e-5)
 
 
-def test_repeated_questions_classify_once_and_see_in_place_changes():
-    net = BrightnessNet()
+def test_the_verifier_keeps_no_state_and_leaves_the_callers_net_alone():
+    net = BrightnessNet().train()
     calls = []
-    net.register_forward_hook(lambda *a: calls.append(1))
     v = Verifier(net)
+    v.net.register_forward_hook(lambda *a: calls.append(1))
     x = images_of(torch.tensor([[3], [5]]))
-    v.predictability(x), v.coverage(x), v.class_histogram(x)
-    assert len(calls) == 1
-    x[0] = 1.0                                   # now a 9: the cached answer must not be reused
-    assert v.classify(x)[0].tolist() == [9, 5] and len(calls) == 2
-    assert v.classify(x.clone())[0].tolist() == [9, 5] and len(calls) == 3
+    first = v.classify(x)
+    assert first.labels.tolist() == [3, 5]
+    x[0] = 1.0                                   # now a 9: a new question gets a new answer
+    assert v.classify(x).labels.tolist() == [9, 5] and len(calls) == 2
+    assert first.labels.tolist() == [3, 5]       # the first result is a value, not a view
+    assert net.training and v.net is not net     # the caller's module is not switched or converted
+    assert not hasattr(v, "_recent")

@@ -104,13 +104,18 @@ def plot_confusion(true: torch.Tensor, predicted: torch.Tensor, n_classes: int =
 
 def plot_elbo_curves(meta: dict, ax=None):
     """Per-epoch ELBO (minus the logged loss) on training and validation data from a checkpoint's
-    manifest entry, with the best epoch marked."""
+    manifest entry, with the best epoch marked. The training curve is the ELBO of the whole training
+    set after each epoch where the recipe recorded it ("train_set_loss"), else the running mean of
+    the minibatch ELBOs during the epoch (the weights change while it is computed)."""
     epochs = meta["history"]["epochs"]
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
     xs = [e["epoch"] for e in epochs]
-    ax.plot(xs, [-e["train_loss"] for e in epochs], "o-", ms=3, label="train")
-    ax.plot(xs, [-e["val_loss"] for e in epochs], "o-", ms=3, label="validation")
+    if all("train_set_loss" in e for e in epochs):
+        ax.plot(xs, [-e["train_set_loss"] for e in epochs], "o-", ms=3, label="training set (after the epoch)")
+    else:
+        ax.plot(xs, [-e["train_loss"] for e in epochs], "o-", ms=3, label="training (running minibatch mean)")
+    ax.plot(xs, [-e["val_loss"] for e in epochs], "o-", ms=3, label="validation set (after the epoch)")
     best = meta["history"].get("best_epoch")
     if best:
         ax.axvline(best, color="k", ls=":", lw=1, label=f"best epoch {best}")

@@ -20,6 +20,7 @@ from .data import DataMode, MNISTData, binarized_mnist, split_validation
 from .models import VAE, AutoEncoder, model_loss
 from .nets import DigitClassifier
 from .training import EarlyStopping, fit
+from .training import evaluate as evaluate_loss
 from .verification import Verifier, augment_for_verification, classification_loss
 
 VERIFIER = "verification_net"
@@ -206,8 +207,11 @@ def _likelihood_vae(likelihood: str, kwargs: dict, device, resume) -> Trained:
     x, y = MNISTData(mode).get_full_data_set(training=True)
     train_set, val_set = split_validation(x, y, n_val=10_000)   # first 50,000 / last 10,000
     model = VAE(channels=1, latent_dim=16, width=32, likelihood=likelihood, likelihood_kwargs=kwargs).to(device)
+    def whole_training_set(m):   # 2AMU20 Task 1b: the ELBO over all 50,000 training images, per epoch
+        return {"train_set_loss": evaluate_loss(m, model_loss, train_set[:1])["loss"]}
     history = fit(model, model_loss, train_set[:1], val_set[:1], epochs=LIKELIHOOD_EPOCH_CAP, batch_size=128,
-                  lr=1e-3, early_stopping=likelihood_stopping(), resume_path=resume, desc=f"vae_{likelihood}")
+                  lr=1e-3, early_stopping=likelihood_stopping(), validate=whole_training_set, resume_path=resume,
+                  desc=f"vae_{likelihood}")
     from .metrics import elbo
     x_test, _ = MNISTData(mode).get_full_data_set(training=False)
     g = torch.Generator().manual_seed(0)

@@ -193,7 +193,7 @@ LIKELIHOOD_VAES = {
 }
 
 
-LIKELIHOOD_EPOCH_CAP = 60   # well above where the stopping criterion fires for the bounded objectives
+LIKELIHOOD_EPOCH_CAP = 40   # twice the sheet-era 20 epochs: where the criterion fires for the bounded objectives
 
 
 def likelihood_stopping() -> EarlyStopping:

@@ -28,9 +28,18 @@ class Likelihood:
     def config(self) -> dict:
         return {}
 
-    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(N, C*n_params, H, W), (N, C, H, W) -> (N,) log p(x | z), summed over pixels."""
+    def log_prob_pixels(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(N, C*n_params, H, W), (N, C, H, W) -> (N, C, H, W): log p(x_d | z) of every pixel."""
         raise NotImplementedError
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C*n_params, H, W), (N, C, H, W) -> (N,) log p(x | z), summed over pixels; with a
+        mask (broadcastable to (N, C, H, W), 1 = observed) only over the observed pixels, i.e.
+        the log-likelihood of the observed part (the model is factorised over pixels)."""
+        lp = self.log_prob_pixels(params, x)
+        if mask is not None:
+            lp = lp * mask
+        return lp.flatten(1).sum(1)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """(N, C*n_params, H, W) -> (N, C, H, W) expected image in [0, 1]."""
@@ -79,8 +88,8 @@ class Bernoulli(Likelihood):
 
     name = "bernoulli"
 
-    def log_prob(self, params, x):
-        return (x * params - F.softplus(params)).flatten(1).sum(1)
+    def log_prob_pixels(self, params, x):
+        return x * params - F.softplus(params)
 
     def mean(self, params):
         return torch.sigmoid(params)
@@ -112,9 +121,9 @@ class Gaussian(Likelihood):
         a, b = params.chunk(2, dim=1)
         return torch.sigmoid(a), self.min_variance + F.softplus(b)
 
-    def log_prob(self, params, x):
+    def log_prob_pixels(self, params, x):
         m, v = self.split(params)
-        return (-0.5 * (torch.log(2 * math.pi * v) + (x - m) ** 2 / v)).flatten(1).sum(1)
+        return -0.5 * (torch.log(2 * math.pi * v) + (x - m) ** 2 / v)
 
     def mean(self, params):
         return self.split(params)[0]
@@ -172,12 +181,11 @@ class Beta(Likelihood):
         a, b = params.chunk(2, dim=1)
         return self.min_concentration + F.softplus(a), self.min_concentration + F.softplus(b)
 
-    def log_prob(self, params, x):
+    def log_prob_pixels(self, params, x):
         alpha, beta = self.split(params)
         x = x.clamp(self.epsilon, 1 - self.epsilon)
-        lp = ((alpha - 1) * torch.log(x) + (beta - 1) * torch.log1p(-x)
-              + torch.lgamma(alpha + beta) - torch.lgamma(alpha) - torch.lgamma(beta))
-        return lp.flatten(1).sum(1)
+        return ((alpha - 1) * torch.log(x) + (beta - 1) * torch.log1p(-x)
+                + torch.lgamma(alpha + beta) - torch.lgamma(alpha) - torch.lgamma(beta))
 
     def mean(self, params):
         alpha, beta = self.split(params)
@@ -284,9 +292,8 @@ class Categorical(Likelihood):
         n, ck, h, w = params.shape
         return F.log_softmax(params.view(n, ck // self.bins, self.bins, h, w), dim=2)  # (N, C, k, H, W)
 
-    def log_prob(self, params, x):
-        lp = self.log_probs(params).gather(2, discretize(x, self.bins).unsqueeze(2))
-        return lp.flatten(1).sum(1)
+    def log_prob_pixels(self, params, x):
+        return self.log_probs(params).gather(2, discretize(x, self.bins).unsqueeze(2)).squeeze(2)
 
     def mean(self, params):
         mids = bin_midpoints(torch.arange(self.bins, device=params.device), self.bins).view(1, 1, -1, 1, 1)

@@ -210,7 +210,7 @@ def fit(model: nn.Module, loss_fn: LossFn | None = None, train_data: Sequence[to
         optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
         scheduler=None, early_stopping: EarlyStopping | None = None, seed: int = 0,
         resume_path: Path | str | None = None, augment: Callable[[Batch, torch.Generator], Batch] | None = None,
-        desc: str = "train", progress: bool = True, step: StepFn | None = None,
+        desc: str = "train", progress: bool | str = True, step: StepFn | None = None,
         optimizers: dict[str, torch.optim.Optimizer] | None = None,
         validate: Callable[[nn.Module], dict[str, float]] | None = None,
         fingerprint: dict | None = None, log_every: int = 50) -> History:
@@ -236,6 +236,8 @@ def fit(model: nn.Module, loss_fn: LossFn | None = None, train_data: Sequence[to
     Frozen parts: submodules whose parameters all have requires_grad False stay in eval mode
         (`train_mode`), so their batch-norm statistics do not drift.
     RNG: training runs under `settings.forked_rng(seed)`; the caller's global RNG is untouched.
+    progress: True, a bar per epoch and a line of its record; "epochs", one bar over all epochs
+        (for many short epochs, e.g. one optimisation step each); False, silent.
     Under `DGM_SMOKE=1`: one epoch of two batches (and two validation batches).
     Returns a `History`.
     """
@@ -298,6 +300,8 @@ def fit(model: nn.Module, loss_fn: LossFn | None = None, train_data: Sequence[to
             _set_rng_state(state["rng"])
 
         iteration = start_epoch * steps_per_epoch
+        per_epoch = progress is True
+        overall = tqdm(total=epochs, initial=start_epoch, desc=desc, leave=False, disable=progress != "epochs")
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             train_mode(model)
@@ -306,7 +310,7 @@ def fit(model: nn.Module, loss_fn: LossFn | None = None, train_data: Sequence[to
             sums: dict[str, torch.Tensor] = {}
             count = 0
             n_batches = min(steps_per_epoch, max_batches or steps_per_epoch)
-            bar = tqdm(total=n_batches, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress)
+            bar = tqdm(total=n_batches, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not per_epoch)
             for i, batch in enumerate(_batches(train_data, batch_size, order, max_batches, device)):
                 if augment is not None:
                     batch = augment(batch, g)
@@ -335,9 +339,10 @@ def fit(model: nn.Module, loss_fn: LossFn | None = None, train_data: Sequence[to
                 record.update({k: float(v) for k, v in validate(model).items()})
             record["seconds"] = round(time.perf_counter() - t0, 2)
             history.epochs.append(record)
-            if progress:
+            if per_epoch:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds"))
                 tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: {shown} ({record['seconds']:.0f} s)")
+            overall.update(1)
 
             stop = False
             if early_stopping is not None:
@@ -360,6 +365,7 @@ def fit(model: nn.Module, loss_fn: LossFn | None = None, train_data: Sequence[to
             if stop:
                 history.stopped_early = True
                 break
+        overall.close()
 
     if early_stopping is not None and best_state is not None:
         model.load_state_dict(best_state)

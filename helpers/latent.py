@@ -1,0 +1,52 @@
+"""What lives in a latent space: encodings, PCA, interpolation, per-dimension perturbation.
+
+Works for any model with `encode(x)` (N, C, H, W) -> (N, L) and/or `decode(z)` (N, L) -> (N, C, H, W)
+(an AE, a VAE, a GAN's generator wrapped with a `decode`).
+"""
+from __future__ import annotations
+
+import torch
+from sklearn.decomposition import PCA
+
+
+@torch.no_grad()
+def encode(model, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """(N, C, H, W) -> (N, L) codes (for a VAE the encoder means mu(x)), on the CPU."""
+    return torch.cat([model.encode(b).cpu() for b in x.split(batch_size)])
+
+
+def pca(codes: torch.Tensor, n_components: int = 2) -> tuple[torch.Tensor, torch.Tensor, PCA]:
+    """Principal components of codes U (N, K) with scikit-learn: the projection (N, n_components),
+    the explained-variance ratio of each component (n_components,) and the fitted `PCA` (whose
+    `components_` (n_components, K) are the directions in latent space)."""
+    if codes.dim() != 2 or not 1 <= n_components <= min(codes.shape):
+        raise ValueError(f"codes must be (N, K) with n_components <= min(N, K), got {tuple(codes.shape)} "
+                         f"and n_components = {n_components}")
+    fitted = PCA(n_components=n_components).fit(codes.double().numpy())
+    projected = torch.from_numpy(fitted.transform(codes.double().numpy())).float()
+    return projected, torch.from_numpy(fitted.explained_variance_ratio_).float(), fitted
+
+
+def interpolate(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor | None = None,
+                steps: int = 11) -> torch.Tensor:
+    """Straight-line points (1 - w) start + w end for w in `weights` (default `steps` values evenly
+    from 0 to 1): start, end (...) -> (len(weights), ...). The first point is `start` and the last
+    `end` exactly. Codes interpolate in latent space, images in data space."""
+    if start.shape != end.shape:
+        raise ValueError(f"start and end differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
+    w = torch.linspace(0, 1, steps) if weights is None else torch.as_tensor(weights, dtype=start.dtype)
+    w = w.to(start.device).view(-1, *([1] * start.dim()))
+    return (1 - w) * start + w * end
+
+
+@torch.no_grad()
+def perturb_dimensions(model, z: torch.Tensor, epsilon: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """IFT6135 Problem 3's disentanglement probe: for one code z (L,), decode z + epsilon e_i for
+    every dimension i. Returns the images (L, C, H, W) and how much each changed the image, the mean
+    absolute pixel difference from decode(z) (L,), so the dimensions that do something can be picked."""
+    if z.dim() != 1:
+        raise ValueError(f"z must be one code (L,), got {tuple(z.shape)}")
+    shifted = z.unsqueeze(0) + epsilon * torch.eye(len(z), device=z.device, dtype=z.dtype)   # (L, L)
+    base = model.decode(z.unsqueeze(0)).cpu()
+    images = model.decode(shifted).cpu()
+    return images, (images - base).abs().flatten(1).mean(1)

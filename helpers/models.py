@@ -14,7 +14,8 @@ from torch import nn
 from . import settings
 from .data import validate_images
 from .likelihoods import make_likelihood
-from .nets import DECODERS, ENCODERS, ConvDecoder, ConvEncoder, DigitClassifier
+from .nets import (DECODERS, ENCODERS, ConvDecoder, ConvEncoder, DCGANDiscriminator, DCGANGenerator,
+                   DigitClassifier)
 from .priors import make_prior
 
 
@@ -264,9 +265,66 @@ class ChannelWise(nn.Module):
         return self.mono.reconstruction_loss(self._split(x)).reshape(len(x), self.channels).sum(1)
 
 
+class GAN(nn.Module):
+    """A generator and a discriminator (or critic) trained against each other.
+
+    `sample(n, generator)` -> (n, C, S, S) in [0, 1] and `decode(z)` (N, latent_dim) -> images, like
+    the VAE, so every evaluation and latent-space tool treats all generative models alike. The
+    latent prior is N(0, I). `pack` > 1 makes a PacGAN discriminator that judges `pack` samples
+    at once (stacked along the channels); `d_norm` is the discriminator's normalisation.
+    """
+
+    def __init__(self, channels: int = 1, latent_dim: int = 100, width: int = 64, image_size: int = 28,
+                 pack: int = 1, d_norm: str | None = "batch"):
+        super().__init__()
+        if pack < 1:
+            raise ValueError(f"pack must be >= 1, got {pack}")
+        self.config = {"channels": channels, "latent_dim": latent_dim, "width": width, "image_size": image_size,
+                       "pack": pack, "d_norm": d_norm}
+        self.channels, self.latent_dim, self.image_size, self.pack = channels, latent_dim, image_size, pack
+        self.generator = DCGANGenerator(latent_dim, width, channels, image_size)
+        self.discriminator = DCGANDiscriminator(channels, width, d_norm, image_size, pack)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def check_batch(self, data: tuple[torch.Tensor, ...]) -> None:
+        validate_images(data[0], channels=(self.channels,), size=self.image_size)
+
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, latent_dim) codes z ~ N(0, I) on the model's device."""
+        return settings.randn((n, self.latent_dim), generator, device=self.device)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, latent_dim) -> (N, C, S, S) images in [0, 1]."""
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"codes must have shape (N, {self.latent_dim}), got {tuple(z.shape)}")
+        return self.generator(z.to(self.device))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 2000) -> torch.Tensor:
+        """n generated images (n, C, S, S) in [0, 1], made in eval mode (batch norm's running
+        statistics), in batches of `batch_size`."""
+        was_training = self.training
+        self.eval()
+        out = torch.cat([self.decode(self.latent(min(batch_size, n - s), generator)) for s in range(0, n, batch_size)])
+        self.train(was_training)
+        return out
+
+    def judge(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) with N a multiple of `pack` -> (N / pack,) discriminator logits; with
+        pack > 1, consecutive groups of `pack` images are stacked along the channels."""
+        n = len(images)
+        if n % self.pack:
+            raise ValueError(f"the number of images ({n}) must be a multiple of pack = {self.pack}")
+        return self.discriminator(images.reshape(n // self.pack, self.pack * self.channels, *images.shape[2:]))
+
+
 # The classes a checkpoint manifest may name: `checkpoints.build_model` builds only these.
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "DigitClassifier": DigitClassifier,
     "AutoEncoder": AutoEncoder,
     "VAE": VAE,
+    "GAN": GAN,
 }

@@ -140,5 +140,45 @@ class UpsampleDecoder(nn.Module):
         return self.net(self.fc(z).view(len(z), 2 * self.width, self.side, self.side))
 
 
+class DCGANGenerator(nn.Module):
+    """(N, latent_dim) -> (N, channels, S, S) in [0, 1]: a linear layer to 2w x S/4 x S/4 maps, then
+    stride-2 transposed convolutions (7 -> 14 -> 28, or 8 -> 16 -> 32) with batch norm and ReLU,
+    and a sigmoid. The DCGAN recipe of Radford et al. (2016), sized for MNIST on a CPU."""
+
+    def __init__(self, latent_dim: int = 100, width: int = 64, channels: int = 1, image_size: int = 28):
+        super().__init__()
+        self.width, self.side = width, _check_size(image_size) // 4
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * self.side ** 2, bias=False),
+                                nn.BatchNorm1d(2 * width * self.side ** 2), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(),                                                                   # 7x7 -> 14x14
+            nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1), nn.Sigmoid(),  # 14x14 -> 28x28
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(len(z), 2 * self.width, self.side, self.side))
+
+
+class DCGANDiscriminator(nn.Module):
+    """(N, pack * channels, S, S) -> (N,) logits (real vs generated): two stride-2 convolutions with
+    LeakyReLU 0.2 (S -> S/2 -> S/4), `norm` on the second ("batch" for a DCGAN; None or "layer" for a
+    WGAN-GP critic, whose gradient penalty is per sample), and a linear layer. With pack > 1 it
+    judges `pack` images stacked along the channels at once (PacGAN, Lin et al. 2018)."""
+
+    def __init__(self, channels: int = 1, width: int = 64, norm: str | None = "batch", image_size: int = 28,
+                 pack: int = 1):
+        super().__init__()
+        side = _check_size(image_size) // 4
+        self.net = nn.Sequential(
+            nn.Conv2d(pack * channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),          # 28 -> 14
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), norm2d(norm, 2 * width), nn.LeakyReLU(0.2),  # -> 7
+            nn.Flatten(), nn.Linear(2 * width * side * side, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
 ENCODERS = {"strided": ConvEncoder, "pooled": PoolEncoder}
 DECODERS = {"strided": ConvDecoder, "pooled": UpsampleDecoder}

@@ -218,3 +218,32 @@ def test_log_mean_exp_is_stable_for_very_negative_log_weights():
     assert out[0].item() == pytest.approx(-10_000.0)
     assert out[1].item() == pytest.approx(-20_000.0 + math.log(2), abs=1e-2)
     assert torch.log(torch.exp(log_w).mean(1)).isinf().all()        # the naive way underflows
+
+
+@pytest.mark.parametrize("channels,size,pack", [(1, 28, 1), (3, 28, 2), (3, 32, 1)])
+def test_gan_shapes_and_packing(channels, size, pack):
+    from helpers.models import GAN
+    torch.manual_seed(0)
+    gan = GAN(channels=channels, latent_dim=10, width=8, image_size=size, pack=pack)
+    x = gan.sample(6, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (6, channels, size, size) and x.min() >= 0 and x.max() <= 1
+    assert gan.training                                    # sampling gives the mode back
+    assert gan.judge(x).shape == (6 // pack,)
+    again = gan.sample(6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, again)
+    if pack > 1:
+        with pytest.raises(ValueError, match="multiple of pack"):
+            gan.judge(x[:3])
+    with pytest.raises(ValueError, match=r"codes must have shape \(N, 10\)"):
+        gan.decode(torch.zeros(2, 5))
+
+
+def test_pacgan_discriminator_sees_the_packed_images_together():
+    from helpers.models import GAN
+    torch.manual_seed(0)
+    gan = GAN(channels=1, latent_dim=4, width=8, pack=2, d_norm=None).eval()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    logits = gan.judge(x)
+    swapped = x[[0, 3, 2, 1]]                             # changes the second image of each pair
+    assert not torch.allclose(gan.judge(swapped), logits)
+    assert torch.allclose(gan.judge(x[[0, 1, 2, 3]]), logits)

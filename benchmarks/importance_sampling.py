@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from helpers import checkpoints, recipes
+from helpers import checkpoints, recipes, settings
 from helpers.data import binarized_mnist
 from helpers.metrics import importance_log_px
 
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=200)
     parser.add_argument("--chunk", type=int, default=2000)
     args = parser.parse_args()
+    settings.keep_freed_memory()            # both sides: no page faults for large activations
     model = checkpoints.load(args.checkpoint, device="cpu")
     x = binarized_mnist(seed=recipes.BINARIZATION_SEED)["test"][:args.images]
     decodes = args.images * args.k

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import checkpoints, recipes
+from . import checkpoints, recipes, settings
 
 
 def _list() -> None:
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list checkpoints and their metrics")
     sub.add_parser("report", help="print the manifest's metrics and training times")
     args = parser.parse_args(argv)
+    settings.keep_freed_memory()
 
     if args.command == "train":
         names = sorted(recipes.RECIPES) if args.all else args.names

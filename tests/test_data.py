@@ -190,3 +190,13 @@ def test_split_validation_takes_the_last_rows_and_checks_its_input(monkeypatch):
     monkeypatch.setenv("DGM_SMOKE", "1")
     (_,), (xv,) = data.split_validation(x, n_val=10_000)
     assert len(xv) == 10                                      # a sixth of a smoke-size set
+
+
+def test_keep_freed_memory_is_safe_to_call_twice():
+    import platform
+
+    from helpers import settings
+    first, second = settings.keep_freed_memory(), settings.keep_freed_memory()
+    assert first == second
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True

@@ -180,3 +180,253 @@ def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     if positive.all() or not positive.any():
         raise ValueError("roc_auc needs at least one positive and one negative example")
     return float(roc_auc_score(positive.numpy(), scores.numpy()))
+
+
+# --- sample-quality tables, Monte-Carlo checks and mode balance (notebooks 01, 02 and 03) ---------
+
+from typing import NamedTuple  # noqa: E402  (this block is appended; the imports above are shared)
+
+def proportion_se(p: float, n: int) -> float:
+    """Standard error sqrt(p (1 - p) / n) of a fraction p measured on n independent items."""
+    if n < 1 or not 0.0 <= p <= 1.0:
+        raise ValueError(f"need a fraction p in [0, 1] and n >= 1, got p={p!r}, n={n!r}")
+    return math.sqrt(p * (1.0 - p) / n)
+
+
+def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
+    """(N,) -> (mean, standard error of the mean, std / sqrt(N)); N >= 2."""
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if len(values) < 2:
+        raise ValueError(f"need at least 2 values for a standard error, got {len(values)}")
+    return values.mean().item(), (values.std() / math.sqrt(len(values))).item()
+
+
+class Agreement(NamedTuple):
+    """A live recomputation set against a stored figure: they agree when they differ by at most
+    `limit` standard errors `se` of their difference. Printing it gives one readable line."""
+    name: str
+    live: float
+    stored: float
+    se: float
+    limit: float = 3.0
+    digits: int = 3
+
+    @property
+    def ok(self) -> bool:
+        return abs(self.live - self.stored) <= self.limit * self.se
+
+    def __str__(self) -> str:
+        d = self.digits
+        verdict = "agrees" if self.ok else "DOES NOT AGREE"
+        return (f"{self.name}: live {self.live:.{d}f}, stored {self.stored:.{d}f}, difference "
+                f"{self.live - self.stored:+.{d}f} within {self.limit:g} SE = {self.limit * self.se:.{d}f}: {verdict}")
+
+
+def check_agreement(name: str, live: float, stored: float, se: float, limit: float = 3.0,
+                    digits: int = 3) -> Agreement:
+    """An `Agreement` of a live number with a stored one, given the standard error `se` of their
+    difference (for independent estimates, sqrt(se_live^2 + se_stored^2))."""
+    if se < 0 or limit <= 0:
+        raise ValueError(f"se must be >= 0 and limit > 0, got se={se!r}, limit={limit!r}")
+    return Agreement(name, float(live), float(stored), float(se), float(limit), digits)
+
+
+def subset_difference_se(sd: float, m: int, n: int) -> float:
+    """Standard error of (mean of the first m of n values) - (mean of all n), for values with
+    standard deviation sd: sd * sqrt(1/m - 1/n). It is what a live recomputation on a subset is
+    checked against when the stored figure is the mean over all n."""
+    if not 1 <= m <= n or sd < 0:
+        raise ValueError(f"need 1 <= m <= n and sd >= 0, got m={m}, n={n}, sd={sd}")
+    return sd * math.sqrt(1.0 / m - 1.0 / n)
+
+
+@torch.no_grad()
+def draw_samples(model: nn.Module, n: int, generator: torch.Generator, chunk_size: int = 2560,
+                 progress: bool = False, **kwargs) -> torch.Tensor:
+    """n images (n, C, S, S) on the CPU from `model.sample(size, generator=generator, **kwargs)`,
+    drawn in chunks of `chunk_size` one after another from the one generator (memory stays at one
+    chunk's activations), with a progress bar when `progress`."""
+    if n < 1 or chunk_size < 1:
+        raise ValueError(f"n and chunk_size must be >= 1, got {n}, {chunk_size}")
+    sizes = [min(chunk_size, n - start) for start in range(0, n, chunk_size)]
+    return torch.cat([model.sample(size, generator=generator, **kwargs).cpu()
+                      for size in tqdm(sizes, desc=f"sampling {n:,} images", disable=not progress, leave=False)])
+
+
+def classify_in_chunks(verifier, images: torch.Tensor, chunk_size: int = 4096, desc: str = "classifying"):
+    """`verifier.classify` over images (N, C, 28, 28) in chunks, with a progress bar: the same
+    `Classification` as one call, for sets that take longer than a few seconds."""
+    parts = [verifier.classify(chunk) for chunk in tqdm(images.split(chunk_size), desc=desc, leave=False)]
+    if not parts:
+        raise ValueError("no images to classify")
+    first = parts[0]
+    return type(first)(torch.cat([p.digits for p in parts]), torch.cat([p.digit_confidence for p in parts]))
+
+
+def digit_frequencies(digits: torch.Tensor) -> torch.Tensor:
+    """(N, C) digits 0..9 of N images with C channels -> (C, 10) float64: the fraction of the N
+    images whose channel c shows digit d."""
+    digits = torch.as_tensor(digits)
+    if digits.dim() != 2 or len(digits) == 0 or digits.min() < 0 or digits.max() > 9:
+        raise ValueError(f"digits must be a non-empty (N, C) tensor of values 0..9, got shape {tuple(digits.shape)}")
+    counts = torch.stack([torch.bincount(digits[:, c], minlength=10) for c in range(digits.shape[1])])
+    return counts.double() / len(digits)
+
+
+def _histogram_kl(labels: torch.Tensor, n_classes: int) -> float:
+    """KL(histogram of labels (N,) || uniform over n_classes), nats (0 log 0 = 0)."""
+    p = torch.bincount(labels, minlength=n_classes).double() / len(labels)
+    nz = p > 0
+    return float((p[nz] * torch.log(p[nz] * n_classes)).sum())
+
+
+def independent_channels_kl(frequencies: torch.Tensor, n: int, draws: int = 20,
+                            generator: torch.Generator | None = None) -> tuple[float, float]:
+    """What the class histogram's KL to uniform would be if the channels were independent.
+
+    frequencies: (C, 10) per-channel digit distributions (rows sum to 1). Draws `draws` sets of n
+    images whose channel c shows digit d with probability frequencies[c, d], independently across
+    channels; returns the mean and standard deviation over the draws of KL(class histogram ||
+    uniform over 10^C). It includes the finite-sample excess (about (10^C - 1) / (2 n) when every
+    class is common) that a histogram of n draws has even from a perfectly balanced generator."""
+    frequencies = torch.as_tensor(frequencies, dtype=torch.float64)
+    if frequencies.dim() != 2 or frequencies.shape[1] != 10 or not torch.allclose(frequencies.sum(1), torch.ones(len(frequencies), dtype=torch.float64)):
+        raise ValueError(f"frequencies must be (C, 10) with rows summing to 1, got shape {tuple(frequencies.shape)}")
+    if n < 1 or draws < 2:
+        raise ValueError(f"need n >= 1 and draws >= 2, got n={n}, draws={draws}")
+    c = len(frequencies)
+    place = 10 ** torch.arange(c)
+    kls = []
+    for _ in range(draws):
+        digits = torch.stack([torch.multinomial(frequencies[k], n, replacement=True, generator=generator)
+                              for k in range(c)], 1)                                   # (n, C)
+        kls.append(_histogram_kl((digits * place).sum(1), 10 ** c))
+    kls = torch.tensor(kls, dtype=torch.float64)
+    return kls.mean().item(), kls.std().item()
+
+
+def generation_summary(result, tolerance: float) -> dict:
+    """Every number of the sample-quality table from one `verification.Classification` of n
+    generated (or real) images, JSON-ready:
+    n; at the sheet's `tolerance` (IT3030): predictability, its standard error, coverage, and the
+    mode count and KL among confident images only (modes_at_tolerance, kl_at_tolerance); with every
+    image counted by its argmax class (VEEGAN's and PacGAN's protocol): modes and kl; and the
+    per-channel digit frequencies (C, 10) with each channel's KL to uniform over 10 digits.
+    kl_at_tolerance is None when no image reaches the tolerance (an empty histogram has no KL)."""
+    n = len(result)
+    p = result.predictability(tolerance)
+    freqs = digit_frequencies(result.digits)
+    nz = freqs > 0
+    channel_kl = torch.where(nz, freqs * torch.log(torch.where(nz, freqs, torch.ones_like(freqs)) * 10), 0.0).sum(1)
+    return {"n": n, "tolerance": tolerance, "predictability": p, "predictability_se": proportion_se(p, n),
+            "coverage": result.coverage(tolerance),
+            "modes_at_tolerance": result.modes(tolerance),
+            "kl_at_tolerance": None if result.modes(tolerance) == 0 else result.kl_to_uniform(tolerance),
+            "modes": result.modes(), "kl": result.kl_to_uniform(),
+            "digit_frequencies": [[round(f, 5) for f in row] for row in freqs.tolist()],
+            "channel_kl": [round(k, 5) for k in channel_kl.tolist()]}
+
+
+def anomaly_record(scores: torch.Tensor, is_anomaly: torch.Tensor, k: int = 16) -> dict:
+    """`anomaly_summary` in JSON-ready form (higher score = more anomalous): roc_auc,
+    top_k_fraction, base_rate, the indices of the k highest scores (highest first) and those scores,
+    and the mean score with its standard error."""
+    s = anomaly_summary(scores, is_anomaly, k)
+    top = s["top_k"]
+    mean, se = mean_and_se(scores)
+    return {"roc_auc": s["roc_auc"], "top_k_fraction": s["top_k_fraction"], "base_rate": s["base_rate"],
+            "top_k": top.tolist(), "top_k_scores": [round(float(v), 3) for v in scores[top]],
+            "mean_score": mean, "mean_score_se": se, "n": len(scores)}
+
+
+@torch.no_grad()
+def elbo_estimators(model: nn.Module, x: torch.Tensor, generator: torch.Generator | None = None,
+                    batch_size: int = 1000) -> dict[str, torch.Tensor]:
+    """The two one-sample Monte-Carlo estimators of the ELBO of Kingma & Welling (2013, section
+    2.3), on the same reparameterised draw z = mu + sigma * eps, eps ~ N(0, I), per image of x (N, C, S, S):
+    "both_terms_mc": log p(x|z) + log p(z) - log q(z|x), every term estimated (their estimator A);
+    "closed_form_kl": log p(x|z) - KL(q(z|x) || p(z)) with the prior's KL (estimator B, the training loss);
+    "reconstruction": log p(x|z). Each (N,) on the CPU."""
+    out = {"both_terms_mc": [], "closed_form_kl": [], "reconstruction": []}
+    for xb in x.split(batch_size):
+        mu, logvar = model.posterior(xb)
+        z = reparameterize(mu, logvar, generator)
+        rec = model.log_px_given_z(xb, z)
+        out["both_terms_mc"].append((rec + model.prior.log_prob(z) - diagonal_normal_log_prob(z, mu, logvar)).cpu())
+        out["closed_form_kl"].append((rec - model.prior.kl(mu, logvar, z)).cpu())
+        out["reconstruction"].append(rec.cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def live_sample_check(verifier, model: nn.Module, n: int, stored: dict, generator: torch.Generator, name: str,
+                      **sample_kwargs) -> tuple[Agreement, torch.Tensor]:
+    """Draw n fresh samples (`draw_samples`, with `generator` and `sample_kwargs`), classify them and
+    set their predictability against a stored `generation_summary` of the same generator (which
+    names its tolerance, n and standard error). The two draws are independent, so the standard
+    error of the difference is sqrt(se_live^2 + se_stored^2). Returns the `Agreement` and the
+    samples (n, C, 28, 28), e.g. for a figure."""
+    samples = draw_samples(model, n, generator, **sample_kwargs)
+    p = verifier.classify(samples).predictability(stored["tolerance"])
+    se = math.sqrt(proportion_se(p, n) ** 2 + stored["predictability_se"] ** 2)
+    return check_agreement(f"{name}: predictability of {n:,} fresh samples vs the stored {stored['n']:,}",
+                           p, stored["predictability"], se), samples
+
+
+def log_px_estimates(model: nn.Module, x: torch.Tensor, prior_samples: int, importance_samples: int, seed: int,
+                     channelwise: bool = False, progress: bool = False, batch_size: int = 100) -> dict[str, torch.Tensor]:
+    """Three estimates of log p(x) of a Bernoulli VAE for images x (N, C, S, S), each (N,) in nats,
+    each drawn from its own `torch.Generator().manual_seed(seed)`:
+    "elbo" (one draw), "prior_mc" (`prior_log_px_bernoulli` with N = prior_samples) and
+    "importance" (`importance_log_px` with K = importance_samples).
+    channelwise: x is stacked (N, 3, S, S) and `model` a mono VAE; each channel is scored on its own
+    and the three are added (log p of independent channels).
+    The ELBO and importance draws are made `batch_size` images at a time, so the values of the
+    first m images of x, for m a multiple of batch_size (of m / 3 with channelwise), are exactly
+    those the whole of x gives them: a subset can be recomputed and compared."""
+    images = x.reshape(-1, 1, *x.shape[2:]) if channelwise else x
+    gen = lambda: torch.Generator().manual_seed(seed)          # noqa: E731
+    values = {"elbo": elbo(model, images, batch_size=batch_size, generator=gen()),
+              "prior_mc": prior_log_px_bernoulli(model, images, prior_samples, generator=gen()),
+              "importance": importance_log_px(model, images, importance_samples, batch_size=batch_size,
+                                              generator=gen(), progress=progress)}
+    return {k: v.reshape(len(x), -1).sum(1) for k, v in values.items()} if channelwise else values
+
+
+class SubsetCheck(NamedTuple):
+    """A recomputation of the first m images of a stored evaluation: `agreement` sets the live mean
+    against the stored mean over all images (within the standard error of an m-image subset), and
+    the live mean must also reproduce `stored_subset`, the stored mean over the same m images,
+    within `tolerance` (float noise only)."""
+    agreement: Agreement
+    stored_subset: float
+    tolerance: float
+
+    @property
+    def reproduced(self) -> bool:
+        return abs(self.agreement.live - self.stored_subset) <= self.tolerance
+
+    @property
+    def ok(self) -> bool:
+        return self.reproduced and self.agreement.ok
+
+    def __str__(self) -> str:
+        word = "reproduces" if self.reproduced else "DOES NOT REPRODUCE"
+        return f"{self.agreement}; {word} the stored mean of the same images, {self.stored_subset:.2f}"
+
+
+def log_px_live_checks(model: nn.Module, x: torch.Tensor, stored: dict, channelwise: bool = False,
+                       tolerance: float = 0.05) -> list[SubsetCheck]:
+    """Recompute `log_px_estimates` of the first stored["live_images"] images of x with the stored
+    settings (prior_samples, importance_samples, seed, batch_size) and check each mean against a stored
+    evaluation made by `recipes` (per estimate: mean_log_px, sd_log_px, live_mean_log_px, n)."""
+    m = stored["live_images"]
+    live = log_px_estimates(model, x[:m], stored["prior_samples"], stored["importance_samples"], stored["seed"],
+                            channelwise=channelwise, progress=True, batch_size=stored["batch_size"])
+    checks = []
+    for key, values in live.items():
+        s = stored[key]
+        agreement = check_agreement(f"{key}: mean log p(x) of the first {m:,} images vs the stored {s['n']:,}",
+                                    values.double().mean().item(), s["mean_log_px"],
+                                    subset_difference_se(s["sd_log_px"], m, s["n"]), digits=2)
+        checks.append(SubsetCheck(agreement, s["live_mean_log_px"], tolerance))
+    return checks

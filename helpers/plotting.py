@@ -147,3 +147,70 @@ def decoder_report(name: str, model, meta: dict, test_images: torch.Tensor, gene
         mean, sample = model.mean_and_sample(model.prior.sample(n_prior, generator, device=model.device), generator=generator)
     pairs_grid(test_images, recon.cpu(), title=f"{name}: test image (left) and a reconstruction x' ~ p(x|z), z ~ q(z|x)")
     show_rows({"z ~ p(z): mean of p(x|z)": mean.cpu(), "x' ~ p(x|z)": sample.cpu()}, scale=0.8)
+
+
+# --- figures of notebooks 01, 02 and 03 -----------------------------------------------------------
+
+def add_title(fig, title: str):
+    """Give a figure of image rows or grids (e.g. from `show_rows`, `show_images`) an overall title
+    in a band added above it: the figure grows by the band's height and the axes keep their size
+    and places, so nothing is squeezed. Returns the Figure."""
+    lines = title.count("\n") + 1
+    band = 0.12 + 0.24 * lines                                   # inches
+    height = fig.get_figheight()
+    shrink = height / (height + band)
+    for ax in fig.axes:
+        pos = ax.get_position()
+        ax.set_position([pos.x0, pos.y0 * shrink, pos.width, pos.height * shrink])
+    fig.set_figheight(height + band)
+    fig.suptitle(title, y=1.0 - 0.06 / (height + band), va="top")
+    return fig
+
+
+def confusion_figure(true: torch.Tensor, predicted: torch.Tensor, n_classes: int = 10, title: str | None = None,
+                     ax=None):
+    """Confusion matrix (rows: true class, columns: predicted) with the count written in every cell
+    (`sklearn.metrics.confusion_matrix`), large enough to read: correct counts on the diagonal in bold
+    on a light blue ground, errors shaded red by their count with a colour bar, zeros in light grey.
+    Returns the (n_classes, n_classes) count matrix as a tensor."""
+    cm = torch.from_numpy(confusion_matrix(true.numpy(), predicted.numpy(), labels=list(range(n_classes))))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 6.5))
+    errors = cm.clone().float()
+    errors.fill_diagonal_(0.0)
+    top = max(float(errors.max()), 1.0)
+    image = ax.imshow(errors.numpy(), cmap="Reds", vmin=0, vmax=top)
+    for i in range(n_classes):
+        ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, color="#dbe9f6", zorder=1))
+        for j in range(n_classes):
+            count = int(cm[i, j])
+            if i == j:
+                style = {"color": "navy", "fontweight": "bold"}
+            elif count == 0:
+                style = {"color": "0.7"}
+            else:
+                style = {"color": "white" if count > 0.55 * top else "black", "fontweight": "bold"}
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=10, zorder=2, **style)
+    ax.set_xticks(range(n_classes)), ax.set_yticks(range(n_classes))
+    ax.set_xlabel("predicted class"), ax.set_ylabel("true class")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="misclassified images (off the diagonal)")
+    if title:
+        ax.set_title(title)
+    return cm
+
+
+def show_top_anomalies(images: torch.Tensor, labels: torch.Tensor, indices: Sequence[int], top_scores: Sequence[float],
+                       score_name: str, title: str, ncols: int = 8, scale: float = 1.1):
+    """The images (N, C, H, W) at `indices` (k,), the most anomalous first, each titled
+    "label | score": its true class labels[i] (three digits for stacked images) and its anomaly score
+    top_scores[j] (k,), rounded to a whole number; the figure title says what the two numbers are.
+    Returns the Figure."""
+    indices = [int(i) for i in indices]
+    top_scores = [float(s) for s in top_scores]
+    if len(indices) != len(top_scores):
+        raise ValueError(f"indices and top_scores differ in length: {len(indices)} vs {len(top_scores)}")
+    stacked = images.shape[1] == 3
+    titles = [f"{int(labels[i]):03d} | {s:.0f}" if stacked else f"{int(labels[i])} | {s:.0f}"
+              for i, s in zip(indices, top_scores)]
+    fig = show_images(images[indices], titles=titles, ncols=ncols, scale=scale)
+    return add_title(fig, f"{title}\nabove each image: true {'class' if stacked else 'digit'} | {score_name}")

@@ -48,5 +48,5 @@ def test_smoke_evaluation_runs_and_stores_nothing(smoke, capsys):
 
 def test_unknown_evaluation_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
-        main(["evaluate", "verification_net"])
+        main(["evaluate", "no_such_checkpoint"])
     assert "no evaluation for" in capsys.readouterr().err

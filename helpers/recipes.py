@@ -279,7 +279,7 @@ ANOMALY_SEED = 0                         # generator of the prior samples, poste
 PRIOR_MC_SAMPLES = 10_000                # N of IT3030's prior Monte-Carlo log p(x)
 IMPORTANCE_SAMPLES = 16                  # K of the importance-sampled log p(x)
 TOP_K = 16                               # anomalies kept for the figures
-LIVE_IMAGES = 1000                       # the notebooks recompute log p(x) of the first LIVE_IMAGES test images
+LIVE_IMAGES = {1: 1000, 3: 300}          # notebooks recompute log p(x) of the first LIVE_IMAGES[channels] test images
 LOG_PX_BATCH = 100                       # images per draw of the ELBO and importance estimates (divides LIVE_IMAGES)
 
 
@@ -365,14 +365,14 @@ def _evaluate_vae_color(model) -> dict:
 def _log_px_scores(model, x: torch.Tensor, is_anomaly: torch.Tensor, channelwise: bool = False) -> dict:
     """ELBO, prior Monte-Carlo and importance-sampled log p(x) of every image x (N, C, 28, 28), each
     as an anomaly score -log p(x): mean log p(x) and its standard error, the mean over the first
-    LIVE_IMAGES images (what a notebook recomputes), ROC-AUC for `is_anomaly` (N,), the top-k.
+    LIVE_IMAGES[C] images (what a notebook recomputes), ROC-AUC for `is_anomaly` (N,), the top-k.
     channelwise: score the mono `model` on each channel of stacked x and add the three channels."""
     from scipy.stats import spearmanr
     from .metrics import anomaly_record, log_px_estimates
     n_prior, k = _count(PRIOR_MC_SAMPLES), (4 if settings.smoke_mode() else IMPORTANCE_SAMPLES)
     values = log_px_estimates(model, x, n_prior, k, ANOMALY_SEED, channelwise=channelwise, progress=True,
                               batch_size=LOG_PX_BATCH)
-    live = min(LIVE_IMAGES, len(x))
+    live = min(LIVE_IMAGES[x.shape[1]], len(x))
     out = {"images": len(x), "prior_samples": n_prior, "importance_samples": k, "seed": ANOMALY_SEED,
            "batch_size": LOG_PX_BATCH, "live_images": live}
     for name, v in values.items():
@@ -405,3 +405,30 @@ def _evaluate_vae_color_missing(model) -> dict:
     from .data import MISSING_DIGIT, contains_digit
     xs, ys = MNISTData(DataMode.COLOR_BINARY_COMPLETE).get_full_data_set(training=False)
     return {"stacked": _log_px_scores(model, xs, contains_digit(ys, MISSING_DIGIT, color=True))}
+
+
+def _reconstruction_scores(model, x: torch.Tensor, is_anomaly: torch.Tensor) -> dict:
+    """An AE's reconstruction loss of every image x (N, C, 28, 28) as anomaly score (deterministic)."""
+    from .metrics import anomaly_record, batched
+    return {**anomaly_record(batched(model.reconstruction_loss, x, 1000), is_anomaly, TOP_K), "score": "reconstruction loss (nats)"}
+
+
+@evaluation("ae_mono_missing")
+def _evaluate_ae_mono_missing(model) -> dict:
+    """IT3030 AE-ANOM: reconstruction loss of every mono test image as anomaly score for the digit 8;
+    and of every stacked test image for the channel-wise wrapper (channel losses added), AE-STACK."""
+    from .data import MISSING_DIGIT, contains_digit
+    from .models import ChannelWise
+    x, y = MNISTData(DataMode.MONO_BINARY_COMPLETE).get_full_data_set(training=False)
+    xs, ys = MNISTData(DataMode.COLOR_BINARY_COMPLETE).get_full_data_set(training=False)
+    return {"mono": _reconstruction_scores(model, x, y == MISSING_DIGIT),
+            "channelwise_stacked": _reconstruction_scores(ChannelWise(model), xs, contains_digit(ys, MISSING_DIGIT, color=True))}
+
+
+@evaluation("ae_color_missing")
+def _evaluate_ae_color_missing(model) -> dict:
+    """IT3030 AE-STACK anomalies: reconstruction loss of every stacked test image under the joint AE
+    trained without 8s."""
+    from .data import MISSING_DIGIT, contains_digit
+    xs, ys = MNISTData(DataMode.COLOR_BINARY_COMPLETE).get_full_data_set(training=False)
+    return {"stacked": _reconstruction_scores(model, xs, contains_digit(ys, MISSING_DIGIT, color=True))}

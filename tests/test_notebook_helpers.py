@@ -197,7 +197,7 @@ def test_add_title_sets_the_suptitle():
 # --- the stored evaluations, in smoke size --------------------------------------------------------------
 
 NOTEBOOK_EVALUATIONS = ["verification_net", "ae_mono", "ae_color", "vae_mono", "vae_color",
-                        "vae_mono_missing", "vae_color_missing"]
+                        "vae_mono_missing", "vae_color_missing", "ae_mono_missing", "ae_color_missing"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOK_EVALUATIONS)
@@ -214,6 +214,10 @@ def test_evaluations_run_in_smoke_size_store_nothing_and_are_json(name, smoke, m
             assert len(part[score]["top_k"]) == recipes.TOP_K and 0.0 <= part[score]["roc_auc"] <= 1.0
         # the importance-sampled estimate is at least the ELBO on average (both unbiased in exp)
         assert part["importance"]["mean_log_px"] > part["elbo"]["mean_log_px"] - 1.0
+        assert part["live_images"] == min(recipes.LIVE_IMAGES[1 if name == "vae_mono_missing" else 3], part["images"])
+    elif name in ("ae_mono_missing", "ae_color_missing"):
+        for part in (v for v in result.values() if isinstance(v, dict) and "roc_auc" in v):
+            assert len(part["top_k"]) == recipes.TOP_K and 0.0 <= part["roc_auc"] <= 1.0
     else:
         summaries = [v for v in result.values() if isinstance(v, dict) and "predictability" in v]
         for s in summaries:
@@ -283,7 +287,7 @@ def test_log_px_estimates_prefix_and_channelwise_sum():
 def test_log_px_live_checks_against_an_evaluation_record(monkeypatch):
     model = tiny_vae()
     x = binary_images(40)
-    monkeypatch.setattr(recipes, "LIVE_IMAGES", 15)
+    monkeypatch.setattr(recipes, "LIVE_IMAGES", {1: 15, 3: 15})
     monkeypatch.setattr(recipes, "LOG_PX_BATCH", 5)
     monkeypatch.setattr(recipes, "PRIOR_MC_SAMPLES", 60)
     monkeypatch.setattr(recipes, "IMPORTANCE_SAMPLES", 3)

@@ -193,7 +193,7 @@ LIKELIHOOD_VAES = {
 }
 
 
-LIKELIHOOD_EPOCH_CAP = 20   # the shipped decoder VAEs; a longer cap for the stopping criterion is the next retrain
+LIKELIHOOD_EPOCH_CAP = 60   # an upper bound only: the stopping criterion ends every run before it
 
 
 def likelihood_stopping() -> EarlyStopping:

@@ -225,6 +225,38 @@ for _name, (_lik, _kwargs) in LIKELIHOOD_VAES.items():
     RECIPES[_name] = functools.partial(_likelihood_vae, _lik, _kwargs)
 
 
+
+# --- 2-D codes on grey MNIST (notebook 05: CIL Series 9 Problem 2, 2AMU20 Task 3a) ----------------
+
+def _two_dimensional(kind: str, device, resume) -> Trained:
+    """CIL Series 9 Problem 2: an AE (Q1) or a VAE (Q5) with a 2-D code, the binary log-likelihood
+    loss (cross-entropy summed over pixels, averaged over the batch) on grey MNIST, Adam, minibatch
+    256. The same data, split and stopping criterion as notebook 04's decoder VAEs, so the 2-D VAE
+    and vae_bernoulli_grey (K = 16) are one model-data combination (2AMU20 Task 3a and 3b)."""
+    mode = DataMode.MONO_FLOAT_COMPLETE
+    x, y = MNISTData(mode).get_full_data_set(training=True)
+    train_set, val_set = split_validation(x, y, n_val=10_000)   # first 50,000 / last 10,000
+    model = (AutoEncoder(channels=1, latent_dim=2, width=32) if kind == "ae"
+             else VAE(channels=1, latent_dim=2, width=32, likelihood="bernoulli")).to(device)
+    history = fit(model, model_loss, train_set[:1], val_set[:1], epochs=LIKELIHOOD_EPOCH_CAP, batch_size=256,
+                  lr=1e-3, early_stopping=likelihood_stopping(), resume_path=resume, desc=f"{kind}_2d")
+    x_test, _ = MNISTData(mode).get_full_data_set(training=False)
+    metrics = {"epochs": len(history.epochs), "best_epoch": history.best_epoch}
+    if kind == "ae":
+        model.fit_code_distribution(train_set[0])
+        metrics.update({f"{split}_reconstruction_loss": evaluate_loss(model, model_loss, (data,))["loss"]
+                        for split, data in (("val", val_set[0]), ("test", x_test))})
+    else:
+        from .metrics import elbo
+        g = torch.Generator().manual_seed(0)
+        metrics.update({"val_elbo": elbo(model, val_set[0], generator=g).mean().item(),
+                        "test_elbo": elbo(model, x_test, generator=g).mean().item()})
+    return Trained(model.eval(), _rounded(metrics, 3), history.to_dict(), mode.name)
+
+
+for _kind in ("ae", "vae"):
+    RECIPES[f"{_kind}_2d"] = functools.partial(_two_dimensional, _kind)
+
 # --- the z = 100 VAE on binarised MNIST (notebook 07) ---------------------------------------------
 
 BINARIZATION_SEED = 0

@@ -50,3 +50,40 @@ def perturb_dimensions(model, z: torch.Tensor, epsilon: float = 2.0) -> tuple[to
     base = model.decode(z.unsqueeze(0)).cpu()
     images = model.decode(shifted).cpu()
     return images, (images - base).abs().flatten(1).mean(1)
+
+
+@torch.no_grad()
+def decode_grid(model, limits, n: int = 15) -> torch.Tensor:
+    """The decoded 2-D latent plane: an n x n grid of codes evenly spaced within
+    limits ((z1_lo, z1_hi), (z2_lo, z2_hi)), decoded to (n * n, C, H, W) in reading order: the first
+    row has the largest z2, each row runs from the smallest z1 to the largest (as on a scatter plot)."""
+    (x_lo, x_hi), (y_lo, y_hi) = limits
+    if not (x_lo < x_hi and y_lo < y_hi) or n < 2:
+        raise ValueError(f"limits must be ((lo, hi), (lo, hi)) with lo < hi and n >= 2, got {limits}, n = {n}")
+    z1 = torch.linspace(x_lo, x_hi, n)
+    z2 = torch.linspace(y_hi, y_lo, n)
+    codes = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1).reshape(n * n, 2)
+    return model.decode(codes).cpu()
+
+
+def knn_accuracy(train_codes: torch.Tensor, train_labels: torch.Tensor, test_codes: torch.Tensor,
+                 test_labels: torch.Tensor, k: int = 10) -> float:
+    """How well the digit can be read off a code: the test accuracy of a k-nearest-neighbour
+    classifier (scikit-learn, Euclidean) fitted on training codes (N, L) and labels (N,)."""
+    from sklearn.neighbors import KNeighborsClassifier
+    if train_codes.shape[1] != test_codes.shape[1] or len(train_codes) != len(train_labels) \
+            or len(test_codes) != len(test_labels):
+        raise ValueError(f"codes and labels do not match: train {tuple(train_codes.shape)} / {len(train_labels)}, "
+                         f"test {tuple(test_codes.shape)} / {len(test_labels)}")
+    knn = KNeighborsClassifier(n_neighbors=k).fit(train_codes.numpy(), train_labels.numpy())
+    return float(knn.score(test_codes.numpy(), test_labels.numpy()))
+
+
+def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[torch.Tensor, int]:
+    """Burda, Grosse and Salakhutdinov's (2016) activity of each latent dimension u: the variance
+    over the data of its posterior mean, Var_x(E_q(u|x)[u]), from encoder means (N, L). A dimension
+    is active when this exceeds `threshold` (their 0.01). Returns the activities (L,) and the count."""
+    if means.dim() != 2 or len(means) < 2:
+        raise ValueError(f"means must be (N, L) with N >= 2, got {tuple(means.shape)}")
+    activity = means.double().var(dim=0, unbiased=True).float()
+    return activity, int((activity > threshold).sum())

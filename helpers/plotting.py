@@ -214,3 +214,49 @@ def show_top_anomalies(images: torch.Tensor, labels: torch.Tensor, indices: Sequ
               for i, s in zip(indices, top_scores)]
     fig = show_images(images[indices], titles=titles, ncols=ncols, scale=scale)
     return add_title(fig, f"{title}\nabove each image: true {'class' if stacked else 'digit'} | {score_name}")
+
+
+DIGIT_COLOURS = plt.get_cmap("tab10")
+
+
+def plot_codes(codes: torch.Tensor, labels: torch.Tensor, ax=None, title: str | None = None, limits=None,
+               axis_labels: tuple[str, str] = ("z1", "z2"), point_size: float = 4.0, legend: bool = True):
+    """Scatter of 2-D codes (N, 2) coloured by digit label (N,), one legend entry per digit.
+    limits: ((x_lo, x_hi), (y_lo, y_hi)) to share axes between panels. Returns the Axes."""
+    if codes.dim() != 2 or codes.shape[1] != 2 or len(codes) != len(labels):
+        raise ValueError(f"codes must be (N, 2) with N labels, got {tuple(codes.shape)} and {len(labels)} labels")
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    c, y = codes.detach().cpu().numpy(), labels.cpu().numpy()
+    for digit in range(10):
+        at = y == digit
+        ax.scatter(c[at, 0], c[at, 1], s=point_size, color=DIGIT_COLOURS(digit), label=f"digit {digit}", alpha=0.7,
+                   rasterized=True)
+    if limits is not None:
+        ax.set_xlim(*limits[0]), ax.set_ylim(*limits[1])
+    ax.set_xlabel(axis_labels[0]), ax.set_ylabel(axis_labels[1])
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(markerscale=12 / max(point_size, 1.0) ** 0.5, fontsize=7, loc="best", ncol=2, title="test image label",
+                  title_fontsize=7)
+    return ax
+
+
+def show_decoded_plane(images: torch.Tensor, limits, ax=None, title: str | None = None):
+    """The n x n images of `latent.decode_grid` tiled on axes whose ticks are the latent
+    coordinates (z1 across, z2 up). Returns the Axes."""
+    n = int(round(len(images) ** 0.5))
+    if n * n != len(images):
+        raise ValueError(f"need n * n images, got {len(images)}")
+    arr = to_numpy_images(images)
+    h, w = arr.shape[1:3]
+    tiled = arr[:, :, :, None] if arr.ndim == 3 else arr
+    tiled = tiled.reshape(n, n, h, w, -1).transpose(0, 2, 1, 3, 4).reshape(n * h, n * w, -1)
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    (x_lo, x_hi), (y_lo, y_hi) = limits
+    ax.imshow(tiled[..., 0] if tiled.shape[-1] == 1 else tiled, cmap="gray", vmin=0, vmax=1,
+              extent=(x_lo, x_hi, y_lo, y_hi), aspect="auto", interpolation="nearest")
+    ax.set_xlabel("z1"), ax.set_ylabel("z2")
+    if title:
+        ax.set_title(title)
+    return ax

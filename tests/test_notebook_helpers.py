@@ -305,3 +305,25 @@ def test_generation_summary_with_nothing_confident_has_no_kl_at_tolerance():
     assert s["predictability"] == 0.0 and s["coverage"] == 0.0 and s["kl_at_tolerance"] is None
     assert s["modes"] == 1 and s["kl"] == pytest.approx(math.log(10))
     json.dumps(s, allow_nan=False)
+
+
+def test_plot_codes_draws_one_legend_entry_per_digit_and_refuses_bad_codes():
+    import matplotlib.pyplot as plt
+    from helpers import plotting
+    codes, labels = torch.randn(200, 2, generator=torch.Generator().manual_seed(0)), torch.arange(200) % 10
+    ax = plotting.plot_codes(codes, labels, title="t", limits=((-5, 5), (-4, 4)))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"digit {d}" for d in range(10)]
+    assert ax.get_xlim() == (-5, 5) and ax.get_xlabel() == "z1"
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plotting.plot_codes(torch.zeros(5, 3), torch.zeros(5))
+    plt.close("all")
+
+
+def test_show_decoded_plane_puts_latent_coordinates_on_the_axes():
+    import matplotlib.pyplot as plt
+    from helpers import plotting
+    ax = plotting.show_decoded_plane(torch.rand(9, 1, 28, 28), ((-3, 3), (-2, 2)))
+    assert ax.images[0].get_extent() == [-3, 3, -2, 2] and ax.images[0].get_array().shape == (84, 84)
+    with pytest.raises(ValueError, match="n \\* n"):
+        plotting.show_decoded_plane(torch.rand(8, 1, 28, 28), ((-3, 3), (-2, 2)))
+    plt.close("all")

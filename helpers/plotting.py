@@ -237,7 +237,7 @@ def plot_codes(codes: torch.Tensor, labels: torch.Tensor, ax=None, title: str | 
     if title:
         ax.set_title(title)
     if legend:
-        ax.legend(markerscale=12 / max(point_size, 1.0) ** 0.5, fontsize=7, loc="best", ncol=2, title="test image label",
+        ax.legend(markerscale=6 / max(point_size, 1.0) ** 0.5, fontsize=7, loc="best", ncol=2, title="test image label",
                   title_fontsize=7)
     return ax
 

@@ -14,6 +14,8 @@ each group's parameters get exactly the gradient of its own loss and the groups 
   random interpolates z (the WGAN-GP penalty of Gulrajani et al. 2017); the reported estimate is
   E_p[T] - E_q[T] on held-out samples.
 - Density: with D* = f1 / (f1 + f0), f1 = f0 D / (1 - D) = f0 exp(logit).
+- Image GANs: `dcgan_step` (binary cross-entropy, non-saturating generator loss, PacGAN packing)
+  and `wgan_gp_step` (n_critic critic steps per generator step, gradient penalty), steps for `fit`.
 """
 from __future__ import annotations
 
@@ -170,7 +172,7 @@ def wasserstein_objective(t_p: torch.Tensor, t_q: torch.Tensor) -> torch.Tensor:
     return t_p.mean(-1) - t_q.mean(-1)
 
 
-def gradient_penalty(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+def gradient_penalty(critic, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
                      sample_dims: int = 1) -> torch.Tensor:
     """E_r[(||grad_z T(z)||_2 - 1)^2] at z = a x + (1 - a) y, a ~ U[0, 1] per sample (WGAN-GP).
 
@@ -180,7 +182,8 @@ def gradient_penalty(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, genera
     (e.g. (N, 1), (N,), or (G, N, 1)). Returns the mean over the last sample dimension: a scalar
     for sample_dims=1, (G,) for sample_dims=2. Differentiable in the critic's parameters
     (create_graph), so the penalty can be added to a loss; x and y themselves are detached (the
-    penalty trains the critic, not whatever produced y). Draws a from `generator`.
+    penalty trains the critic, not whatever produced y). critic: a module or any callable (e.g. a
+    GAN's `judge`). Draws a from `generator` (None: torch's global RNG, e.g. under `fit`'s fork).
     """
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.shape != y.shape:
         raise ValueError(f"x and y must be tensors of the same shape, got {_shape(x)} and {_shape(y)}")
@@ -382,3 +385,132 @@ def density_from_logits(logits: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
     if logits.shape != f0.shape:
         raise ValueError(f"logits and f0 must have the same shape, got {_shape(logits)} and {_shape(f0)}")
     return f0 * torch.exp(logits)
+
+
+# ------------------------------------------------------------- adversarial steps for image GANs
+# Steps for `fit(model, step=..., optimizers=...)` on a `models.GAN` (anything with `generator`,
+# `discriminator`, `latent(n, generator)`, `judge(images)` and `pack`). `optimizers` holds
+# "generator" and "discriminator" (`gan_optimizers`). The codes z are drawn with `generator`, or,
+# by default, from torch's global RNG, which `fit` forks, seeds and saves in its resume file: a
+# resumed run draws the same z as an uninterrupted one. Neither step reseeds anything.
+
+def gan_optimizers(model: nn.Module, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
+    """{"generator": Adam over model.generator, "discriminator": Adam over model.discriminator},
+    both with learning rate `lr` and `betas`."""
+    return {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas),
+            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)}
+
+
+def _real_images(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The batch's images (B, C, S, S) cut to a multiple of the model's `pack` (a last batch of an
+    epoch may be odd); a batch with fewer images than `pack` is an error."""
+    real = batch[0]
+    usable = len(real) - len(real) % model.pack
+    if usable == 0:
+        raise ValueError(f"a batch of {len(real)} images is smaller than pack = {model.pack}")
+    return real[:usable]
+
+
+def _generator_update(model: nn.Module, optimizer: torch.optim.Optimizer, loss_of_logits, n: int,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """One generator step on n fresh fakes: minimise loss_of_logits(judge(G(z))); the
+    discriminator's parameters get no gradient (they are frozen for this backward pass)."""
+    fake = model.generator(model.latent(n, generator))
+    model.discriminator.requires_grad_(False)
+    try:
+        loss = loss_of_logits(model.judge(fake))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    finally:
+        model.discriminator.requires_grad_(True)
+    return loss.detach()
+
+
+def dcgan_step(model: nn.Module, batch: tuple[torch.Tensor, ...], optimizers: dict, iteration: int,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """One DCGAN iteration (Goodfellow et al. 2014; Radford et al. 2016) on real images batch[0]
+    (B, C, S, S): a discriminator step, then a generator step.
+
+    Discriminator: minimise BCE(D(x), 1) + BCE(D(G(z)), 0) over B real images and B fakes (their
+    sum, as the TensorFlow DCGAN tutorial), i.e. ascend the minimax objective
+    E[log D(x)] + E[log(1 - D(G(z)))]. Generator: the non-saturating loss BCE(D(G(z)), 1) =
+    -E[log D(G(z))] on B fresh fakes. With pack > 1 (PacGAN) the discriminator judges groups of
+    `pack` images stacked along the channels and B is cut to a multiple of pack.
+    Returns scalars: loss_d, loss_g, d_x = mean D(x), d_g_z = mean D(G(z)) (before the
+    discriminator's step), each a mean over the B / pack judged groups.
+    """
+    bce = nn.functional.binary_cross_entropy_with_logits
+    real = _real_images(model, batch)
+    n = len(real)
+    fake = model.generator(model.latent(n, generator))
+    d_real, d_fake = model.judge(real), model.judge(fake.detach())            # (n / pack,) logits each
+    loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+    opt_d = optimizers["discriminator"]
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    loss_g = _generator_update(model, optimizers["generator"], lambda logits: bce(logits, torch.ones_like(logits)),
+                               n, generator)
+    return {"loss_d": loss_d.detach(), "loss_g": loss_g, "d_x": torch.sigmoid(d_real).mean().detach(),
+            "d_g_z": torch.sigmoid(d_fake).mean().detach()}
+
+
+def wgan_gp_step(model: nn.Module, batch: tuple[torch.Tensor, ...], optimizers: dict, iteration: int,
+                 n_critic: int = 5, penalty: float = 10.0, generator: torch.Generator | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """One WGAN-GP iteration (Gulrajani et al. 2017) on real images batch[0] (B, C, S, S): a critic
+    step every iteration and a generator step after every `n_critic` critic steps (iterations
+    n_critic - 1, 2 n_critic - 1, ... counted by `fit` over the whole run).
+
+    Critic T (the discriminator's raw output, pack must be 1): minimise
+    E[T(G(z))] - E[T(x)] + penalty * E_r[(||grad T(r)||_2 - 1)^2] on random interpolates r of
+    real and fake images (`gradient_penalty`). Generator: minimise -E[T(G(z))] on B fresh fakes.
+    Returns scalars: loss_critic, wasserstein = E[T(x)] - E[T(G(z))] (the critic's estimate of
+    W1 on this batch, before its step), penalty (the unweighted gradient penalty), loss_g =
+    -E[T(G(z))] (at the generator's update, else at this iteration's fakes) and g_step (1.0 when
+    the generator moved at this iteration, else 0.0).
+    """
+    if model.pack != 1:
+        raise ValueError(f"the WGAN-GP step needs an unpacked critic (pack = 1), got pack = {model.pack}")
+    if n_critic < 1 or penalty < 0:
+        raise ValueError(f"need n_critic >= 1 and penalty >= 0, got {n_critic}, {penalty}")
+    real = batch[0]
+    with torch.no_grad():
+        fake = model.generator(model.latent(len(real), generator))
+    t_real, t_fake = model.judge(real), model.judge(fake)                     # (B,) each
+    wasserstein = t_real.mean() - t_fake.mean()
+    gp = gradient_penalty(model.judge, real, fake, generator)
+    loss_critic = -wasserstein + penalty * gp
+    opt_c = optimizers["discriminator"]
+    opt_c.zero_grad(set_to_none=True)
+    loss_critic.backward()
+    opt_c.step()
+    logged = {"loss_critic": loss_critic.detach(), "wasserstein": wasserstein.detach(), "penalty": gp.detach()}
+    if iteration % n_critic == n_critic - 1:
+        logged["loss_g"] = _generator_update(model, optimizers["generator"], lambda t: -t.mean(), len(real),
+                                             generator)
+        logged["g_step"] = torch.tensor(1.0)
+    else:
+        logged["loss_g"] = -t_fake.mean().detach()
+        logged["g_step"] = torch.tensor(0.0)
+    return logged
+
+
+def fit_gan(model: nn.Module, images: torch.Tensor, step, *, lr: float, betas: tuple[float, float], epochs: int,
+            batch_size: int, seed: int = 0, resume_path=None, fingerprint: dict | None = None, desc: str = "GAN",
+            progress: bool | str = True, log_every: int = 50) -> History:
+    """Train a `models.GAN` on images (N, C, S, S) in [0, 1] through `fit` with `step` (`dcgan_step`,
+    or `wgan_gp_step` with its settings bound by functools.partial) and Adam(lr, betas) for each
+    network (`gan_optimizers`); batches of `batch_size` in an order seeded by `seed`, resumable
+    from `resume_path` (see `fit`). After every epoch a GAN built with snapshots decodes its fixed
+    codes into the next slot (`GAN.take_snapshot`); being in the state_dict, the record survives
+    a resumed run. Returns fit's History: the step's scalars as per-epoch means ("train_<key>")
+    and every `log_every` iterations (`History.steps`)."""
+    def snapshot(m):
+        if m.snapshots:
+            m.take_snapshot()
+        return {}
+    return fit(model, step=step, optimizers=gan_optimizers(model, lr, betas), train_data=(images,), epochs=epochs,
+               batch_size=batch_size, seed=seed, resume_path=resume_path, validate=snapshot,
+               fingerprint=fingerprint, desc=desc, progress=progress, log_every=log_every)

@@ -272,18 +272,58 @@ class GAN(nn.Module):
     the VAE, so every evaluation and latent-space tool treats all generative models alike. The
     latent prior is N(0, I). `pack` > 1 makes a PacGAN discriminator that judges `pack` samples
     at once (stacked along the channels); `d_norm` is the discriminator's normalisation.
+
+    snapshots > 0 keeps a record of training in the state_dict (so it ships with the weights and
+    survives a resumed run): `fixed_noise` (SNAPSHOT_IMAGES, latent_dim), codes drawn once from
+    seed 0, and room for `snapshots` decodings of them, filled in order by `take_snapshot()` (a
+    recipe calls it after every epoch) and read back by `fixed_noise_snapshots()`.
     """
 
+    SNAPSHOT_IMAGES = 16
+
     def __init__(self, channels: int = 1, latent_dim: int = 100, width: int = 64, image_size: int = 28,
-                 pack: int = 1, d_norm: str | None = "batch"):
+                 pack: int = 1, d_norm: str | None = "batch", snapshots: int = 0):
         super().__init__()
         if pack < 1:
             raise ValueError(f"pack must be >= 1, got {pack}")
+        if snapshots < 0:
+            raise ValueError(f"snapshots must be >= 0, got {snapshots}")
         self.config = {"channels": channels, "latent_dim": latent_dim, "width": width, "image_size": image_size,
                        "pack": pack, "d_norm": d_norm}
+        if snapshots:
+            self.config["snapshots"] = snapshots
         self.channels, self.latent_dim, self.image_size, self.pack = channels, latent_dim, image_size, pack
         self.generator = DCGANGenerator(latent_dim, width, channels, image_size)
         self.discriminator = DCGANDiscriminator(channels, width, d_norm, image_size, pack)
+        self.snapshots = snapshots
+        if snapshots:
+            k = self.SNAPSHOT_IMAGES
+            self.register_buffer("fixed_noise", torch.randn(k, latent_dim, generator=torch.Generator().manual_seed(0)))
+            self.register_buffer("snapshot_images", torch.zeros(snapshots, k, channels, image_size, image_size,
+                                                                dtype=torch.uint8))
+            self.register_buffer("snapshot_count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def take_snapshot(self) -> None:
+        """Decode `fixed_noise` in eval mode into the next free snapshot slot (256 grey levels)."""
+        if not self.snapshots:
+            raise ValueError("this GAN keeps no snapshots (built with snapshots=0)")
+        slot = int(self.snapshot_count)
+        if slot >= self.snapshots:
+            raise ValueError(f"all {self.snapshots} snapshot slots are taken")
+        was_training = self.training
+        self.eval()
+        images = self.decode(self.fixed_noise)
+        self.train(was_training)
+        self.snapshot_images[slot] = (images * 255).round().to(torch.uint8)
+        self.snapshot_count += 1
+
+    def fixed_noise_snapshots(self) -> torch.Tensor:
+        """(taken, SNAPSHOT_IMAGES, C, S, S) floats in [0, 1]: the fixed codes decoded at each
+        snapshot so far, oldest first (empty for a GAN without snapshots)."""
+        if not self.snapshots:
+            return torch.zeros(0, self.SNAPSHOT_IMAGES, self.channels, self.image_size, self.image_size)
+        return self.snapshot_images[: int(self.snapshot_count)].float() / 255
 
     @property
     def device(self) -> torch.device:

@@ -90,9 +90,11 @@ class LatentExplorer2D(_Explorer):
                                             description=name, continuous_update=False)
                         for name, lim in zip(("z1", "z2"), limits)]
         self.scatter, self.decoded = widgets.Image(format="png"), widgets.Image(format="png")
+        self.decoded.add_class("dgm-decoded")     # how the browser test finds the decoded image
         for s in self.sliders:
             s.observe(self.update, names="value")
-        self.widget = widgets.VBox([widgets.HBox(self.sliders), widgets.HBox([self.scatter, self.decoded])])
+        self.widget = widgets.VBox([widgets.HBox(self.sliders), widgets.HBox(
+            [self.scatter, self.decoded], layout=widgets.Layout(align_items="flex-start"))])
         self.update()
 
     def set_point(self, z1: float, z2: float) -> None:

@@ -1,4 +1,5 @@
-"""Command line: `python -m helpers train NAME`, `train --all`, `evaluate NAME`, `list`, `report`."""
+"""Command line: `python -m helpers train NAME`, `train --all`, `evaluate NAME` (or `NAME:PART`, a
+checkpoint's further named evaluation), `list`, `report`."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("names", nargs="*", help=f"checkpoint names: {', '.join(sorted(recipes.RECIPES))}")
     train.add_argument("--all", action="store_true", help="train every checkpoint")
     ev = sub.add_parser("evaluate", help="run a checkpoint's heavy evaluation once and store it in the manifest")
-    ev.add_argument("names", nargs="+", help=f"checkpoint names: {', '.join(sorted(recipes.EVALUATIONS))}")
+    ev.add_argument("names", nargs="+", help=f"evaluation names (checkpoint or checkpoint:part): "
+                    f"{', '.join(sorted(recipes.EVALUATIONS))}")
     sub.add_parser("list", help="list checkpoints and their metrics")
     sub.add_parser("report", help="print the manifest's metrics and training times")
     args = parser.parse_args(argv)

@@ -100,15 +100,31 @@ def save(name: str, model: nn.Module, *, metrics: dict | None = None, data_mode:
     return path
 
 
-def record_evaluation(name: str, evaluation: dict, directory: Path | None = None) -> None:
+def record_evaluation(name: str, evaluation: dict, directory: Path | None = None, part: str | None = None) -> None:
     """Store the results of a heavy evaluation of checkpoint `name` (numbers with their settings:
-    sample counts, seeds, seconds, the command) under its manifest entry's "evaluation" key."""
+    sample counts, seeds, seconds, the command) under its manifest entry's "evaluation" key, or,
+    for a named further evaluation `part`, under "evaluations"[part]; either leaves the other alone."""
     directory = directory or settings.checkpoint_dir()
     manifest = read_manifest(directory)
     if name not in manifest:
         raise CheckpointError(f"no checkpoint named {name!r} to record an evaluation for")
-    manifest[name]["evaluation"] = dict(evaluation)
+    if part is None:
+        manifest[name]["evaluation"] = dict(evaluation)
+    else:
+        manifest[name].setdefault("evaluations", {})[part] = dict(evaluation)
     _write_manifest(manifest, directory)
+
+
+def stored_evaluation(name: str, part: str | None = None, directory: Path | None = None) -> dict:
+    """The stored heavy evaluation of checkpoint `name` (or its named `part`); a CheckpointError
+    naming the command that computes it when there is none."""
+    meta = entry(name, directory)
+    found = meta.get("evaluation") if part is None else meta.get("evaluations", {}).get(part)
+    if found is None:
+        key = name if part is None else f"{name}:{part}"
+        raise CheckpointError(f"checkpoint {name!r} has no stored evaluation {key!r}; compute it with "
+                              f"`python -m helpers evaluate {key}`")
+    return found
 
 
 def exists(name: str, directory: Path | None = None) -> bool:

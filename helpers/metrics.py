@@ -126,19 +126,25 @@ def sample_posterior(model: nn.Module, x: torch.Tensor, n_samples: int,
 
 @torch.no_grad()
 def importance_log_likelihood(model: nn.Module, x: torch.Tensor, z: torch.Tensor,
-                              decode_chunk: int = 2000) -> torch.Tensor:
+                              decode_chunk: int = 2000, proposal: tuple[torch.Tensor, torch.Tensor] | None = None
+                              ) -> torch.Tensor:
     """Importance-sampled log p(x_i) with q(z | x_i) as proposal.
 
     x: (M, D) images (flattened), z: (M, K, L) samples z_ik ~ q(z | x_i). Returns (M,):
         log p(x_i) ~ log (1/K) sum_k exp(log p(x_i | z_ik) + log p(z_ik) - log q(z_ik | x_i)),
     computed with log-sum-exp; log p(z) is the model's prior. The M*K decodes run in chunks of
     `decode_chunk` codes, so memory stays bounded whatever M and K are.
+    proposal: (mean, log-variance), each (M, L), of another diagonal Gaussian q_i that drew z (e.g.
+    one fitted per image without the encoder); default the encoder's q(z | x_i).
     """
     m, k, latent = z.shape
     if x.dim() != 2 or len(x) != m:
         raise ValueError(f"x must be (M, D) with M = {m} (the first dimension of z), got {tuple(x.shape)}")
     images = x.reshape(m, *model.image_shape).to(z.device)
-    mu, logvar = model.posterior(images)                                           # (M, L) each
+    mu, logvar = model.posterior(images) if proposal is None else (p.to(z.device) for p in proposal)   # (M, L) each
+    if mu.shape != (m, latent) or logvar.shape != (m, latent):
+        raise ValueError(f"the proposal's mean and log-variance must be (M, L) = ({m}, {latent}), "
+                         f"got {tuple(mu.shape)} and {tuple(logvar.shape)}")
     log_q = diagonal_normal_log_prob(z, mu[:, None], logvar[:, None])              # (M, K)
     flat_z = z.reshape(m * k, latent)
     log_prior = model.prior.log_prob(flat_z).view(m, k)                            # (M, K)

@@ -76,27 +76,34 @@ def load_or_train(name: str, retrain: bool = False, device: torch.device | str |
 EVALUATIONS: dict[str, Callable[[nn.Module], dict]] = {}
 
 
-def evaluation(name: str):
-    """Register the heavy evaluation of checkpoint `name` (run once by `evaluate`)."""
+def evaluation(name: str, part: str | None = None):
+    """Register the heavy evaluation of checkpoint `name` (run once by `evaluate`). A checkpoint
+    can have further named evaluations: `part="x"` registers "name:x", stored beside the main one
+    (`checkpoints.record_evaluation(name, ..., part="x")`) without touching it."""
+    if part is not None and (not part or ":" in part):
+        raise ValueError(f"an evaluation part must be a non-empty name without ':', got {part!r}")
+    key = name if part is None else f"{name}:{part}"
     def add(fn):
-        EVALUATIONS[name] = fn
+        EVALUATIONS[key] = fn
         return fn
     return add
 
 
 def evaluate(name: str, device: torch.device | str | None = None) -> dict:
-    """Run the registered heavy evaluation of checkpoint `name` on its shipped weights and store
-    the numbers with their settings in the manifest (`checkpoints.record_evaluation`); under
-    `DGM_SMOKE=1` it runs on the small subsets and stores nothing. Returns the numbers."""
+    """Run the registered heavy evaluation `name` ("checkpoint" or "checkpoint:part") on the
+    checkpoint's shipped weights and store the numbers with their settings in the manifest
+    (`checkpoints.record_evaluation`; a part beside the main evaluation); under `DGM_SMOKE=1` it
+    runs on the small subsets and stores nothing. Returns the numbers."""
     if name not in EVALUATIONS:
         raise ValueError(f"no evaluation for {name!r}; known: {sorted(EVALUATIONS)}")
-    model = checkpoints.load(name, device)
+    checkpoint, _, part = name.partition(":")
+    model = checkpoints.load(checkpoint, device)
     start = time.perf_counter()
     result = EVALUATIONS[name](model)
     result.update(seconds=round(time.perf_counter() - start, 1), command=f"python -m helpers evaluate {name}",
-                  sha256=checkpoints.entry(name)["sha256"])
+                  sha256=checkpoints.entry(checkpoint)["sha256"])
     if not settings.smoke_mode():
-        checkpoints.record_evaluation(name, result)
+        checkpoints.record_evaluation(checkpoint, result, part=part or None)
     return result
 
 
@@ -296,6 +303,132 @@ def _evaluate_vae_z100(model) -> dict:
             out[f"{split}_{key}"] = round(v.mean().item(), 3)
             out[f"{split}_{key}_se"] = round((v.std() / len(v) ** 0.5).item(), 4)
         out[f"{split}_images"] = len(x)
+    return out
+
+
+# --- encoder-free inference with vae_z100 (notebook 06: 2AMU20 Task 4) -----------------------------
+# `python -m helpers evaluate vae_z100:encoder_free` stores, beside the K = 200 evaluation above, the
+# amortisation gap and the completion accuracies on the first EF_IMAGES binarised test images. The
+# images are fitted EF_CHUNK at a time (chunk c with seed EF_SEED + c), so the notebook's live subset,
+# the first chunk, goes through exactly the computation the stored figures come from.
+
+EF_IMAGES, EF_CHUNK, EF_SEED = 1000, 100, 0
+EF_DRAWS = 20                 # one-sample ELBO draws averaged per image (the same expectation, less noise)
+EF_K = 200                    # importance samples of log p(x), as notebook 07
+EF_LIVE = 100                 # the notebook recomputes the first EF_LIVE images (a multiple of EF_CHUNK)
+EF_RANDOM_FRACTION = 0.5      # the random mask observes each pixel with this probability: half, like the halves
+
+
+def _chunks(n: int, chunk: int, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+    return tqdm(range(0, n, chunk), desc=desc, leave=False, disable=not progress)
+
+
+def encoder_free_gap(model, x: torch.Tensor, seed: int = EF_SEED, chunk: int = EF_CHUNK,
+                     progress: bool = False, refine: bool = False) -> dict[str, torch.Tensor]:
+    """Per image of x (N, 1, 28, 28), each (N,) in nats: "encoder_free_elbo" (q(z | Psi) fitted by
+    `inference.fit_posteriors` from the prior, chunk images at a time), "encoder_elbo" (q(z | x) of
+    the encoder), each the mean of EF_DRAWS one-sample ELBOs; "log_px" (importance sampling, K =
+    EF_K, the encoder as proposal, as notebook 07) and "log_px_fitted" (the same with the fitted q as
+    proposal); "steps" (the fitting steps of the image's chunk); with `refine`, also
+    "refined_elbo": the same fit started from the encoder's q(z | x) instead of the prior."""
+    from . import inference
+    from .metrics import elbo, importance_log_likelihood, importance_log_px
+    from .models import reparameterize
+    parts = []
+    for c, start in enumerate(_chunks(len(x), chunk, "encoder-free ELBO and log p(x)", progress)):
+        xc = x[start:start + chunk]
+        posterior, _ = inference.fit_posteriors(model, xc, seed=seed + c, progress=progress and c == 0)
+        g = torch.Generator().manual_seed(seed + c)
+        free = inference.encoder_free_elbo(posterior, g, draws=EF_DRAWS)
+        enc = torch.stack([elbo(model, xc, generator=g) for _ in range(EF_DRAWS)]).mean(0)
+        log_px = importance_log_px(model, xc, EF_K, generator=g)
+        with torch.no_grad():
+            z = reparameterize(posterior.mean, posterior.logvar, g, EF_K)
+            fitted = importance_log_likelihood(model, xc.flatten(1), z, proposal=(posterior.mean, posterior.logvar)).cpu()
+        parts.append({"encoder_free_elbo": free, "encoder_elbo": enc, "log_px": log_px, "log_px_fitted": fitted,
+                      "steps": torch.full((len(xc),), float(posterior.fit_info["steps"]))})
+        if refine:
+            refined, _ = inference.fit_posteriors(model, xc, seed=seed + c, init="encoder", progress=False)
+            parts[-1]["refined_elbo"] = inference.encoder_free_elbo(refined, g, draws=EF_DRAWS)
+            parts[-1]["refined_steps"] = torch.full((len(xc),), float(refined.fit_info["steps"]))
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+COMPLETION_METHODS = ("encoder_free", "encoder_half", "black", "training_mean")
+
+
+def completion_scores(model, verifier, x: torch.Tensor, labels: torch.Tensor, kind: str,
+                      fill: torch.Tensor, seed: int = EF_SEED, chunk: int = EF_CHUNK,
+                      progress: bool = False) -> dict[str, torch.Tensor]:
+    """Complete the images x (N, 1, 28, 28) observed through mask `kind` (`inference.make_mask`,
+    random pixels with probability EF_RANDOM_FRACTION) and ask `verifier` whether each completion
+    still shows its digit `labels` (N,) (argmax class). Per image, bool (N,) for each of
+    COMPLETION_METHODS: "encoder_free" (q(z | Psi) fitted to the observed pixels, one completion
+    x' ~ p(x | z), z ~ q), "encoder_half" (the encoder fed the masked image), "black" (missing pixels
+    0) and "training_mean" (missing pixels from `fill` (1, 1, 28, 28), the training mean image);
+    and "steps" (N,) of the fit. Chunk c uses seed + c for its mask, fit and draws."""
+    from . import inference
+    parts = []
+    for c, start in enumerate(_chunks(len(x), chunk, f"completing ({kind} observed)", progress)):
+        xc, yc = x[start:start + chunk], labels[start:start + chunk]
+        g = torch.Generator().manual_seed(seed + c)
+        mask = inference.make_mask(kind, len(xc), fraction=EF_RANDOM_FRACTION, generator=g)
+        posterior, _ = inference.fit_posteriors(model, xc, mask, seed=seed + c, progress=progress and c == 0)
+        images = {"encoder_free": inference.complete(posterior, 1, g),
+                  "encoder_half": inference.encoder_completion(model, xc, mask, g),
+                  "black": inference.fill_missing(xc, mask, 0.0),
+                  "training_mean": inference.fill_missing(xc, mask, fill)}
+        part = {k: verifier.classify(v).labels == yc for k, v in images.items()}
+        part["steps"] = torch.full((len(xc),), float(posterior.fit_info["steps"]))
+        parts.append(part)
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _summary(values: torch.Tensor, live: int) -> dict:
+    """Mean, its standard error, the spread over images and the mean of the first `live` values."""
+    v = values.double()
+    return {"mean": round(v.mean().item(), 4), "se": round((v.std() / len(v) ** 0.5).item(), 4),
+            "sd": round(v.std().item(), 4), "live_mean": round(v[:live].mean().item(), 4)}
+
+
+@evaluation("vae_z100", part="encoder_free")
+def _evaluate_vae_z100_encoder_free(model) -> dict:
+    """2AMU20 Task 4 on the first EF_IMAGES binarised test images: the encoder-free and the
+    encoder's ELBO against log p(x) (the amortisation and approximation gaps), and for every mask of
+    `inference.MASKS` how often the verifier sees the original digit in the completions and in the
+    baselines. Each figure with its standard error and the mean over the first EF_LIVE images."""
+    from . import inference
+    data = binarized_mnist(seed=BINARIZATION_SEED)
+    n = _count(EF_IMAGES)
+    x = data["test"][:n]
+    labels = MNISTData(DataMode.MONO_FLOAT_COMPLETE).get_full_data_set(training=False)[1][:n]
+    live = min(EF_LIVE, n)
+    out = {"images": n, "chunk": EF_CHUNK, "seed": EF_SEED, "draws": EF_DRAWS, "k": EF_K, "live_images": live,
+           "data": f"the first {n} test images of binarized_mnist(seed={BINARIZATION_SEED})",
+           "fit": {"lr": inference.LR, "window": inference.WINDOW, "rel_tol": inference.REL_TOL,
+                   "drop": inference.DROP, "drops": inference.DROPS, "max_steps": inference.MAX_STEPS,
+                   "init": "prior"}}
+    start = time.perf_counter()
+    gap = encoder_free_gap(model, x, progress=True, refine=True)
+    out["gap_seconds"] = round(time.perf_counter() - start, 1)
+    out["gap"] = {k: _summary(v, live) for k, v in gap.items()}
+    out["gap"]["amortisation"] = _summary(gap["encoder_free_elbo"] - gap["encoder_elbo"], live)
+    out["gap"]["approximation"] = _summary(gap["log_px"] - gap["encoder_free_elbo"], live)
+    out["gap"]["approximation_fitted"] = _summary(gap["log_px_fitted"] - gap["encoder_free_elbo"], live)
+    out["gap"]["refined_minus_free"] = _summary(gap["refined_elbo"] - gap["encoder_free_elbo"], live)
+    out["gap"]["free_at_least_encoder"] = round((gap["encoder_free_elbo"] >= gap["encoder_elbo"]).double().mean().item(), 4)
+
+    verifier = load_verifier()
+    fill = data["train"].mean(0, keepdim=True)
+    original = (verifier.classify(x).labels == labels).double()
+    out["completion"] = {"original": _summary(original, live), "random_fraction": EF_RANDOM_FRACTION,
+                         "tolerance": "argmax class"}
+    for kind in inference.MASKS:
+        start = time.perf_counter()
+        scores = completion_scores(model, verifier, x, labels, kind, fill, progress=True)
+        out["completion"][kind] = {k: _summary(v.double(), live) for k, v in scores.items()}
+        out["completion"][kind]["seconds"] = round(time.perf_counter() - start, 1)
     return out
 
 

@@ -260,3 +260,40 @@ def show_decoded_plane(images: torch.Tensor, limits, ax=None, title: str | None 
     if title:
         ax.set_title(title)
     return ax
+
+
+# --- figures of notebook 06 (2AMU20 Task 4) ------------------------------------------------------
+
+def columns_grid(columns: dict[str, torch.Tensor], blocks: int = 1, title: str | None = None, scale: float = 0.9,
+                 divide: Sequence[str] = ()):
+    """One datapoint per row and one image per column {column title: (N, C, H, W)}, e.g. x, x' and
+    x'' side by side (2AMU20 Task 4's 3-column grids); the N rows are split into `blocks` groups set
+    side by side, each with its own column titles. The columns named in `divide` get a thin dashed
+    line down the middle (e.g. where an observed left half meets a completed right half).
+    Returns the Figure."""
+    sizes = {len(v) for v in columns.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"every column needs the same number of images, got {[len(v) for v in columns.values()]}")
+    n, ncols = sizes.pop(), len(columns)
+    if not 1 <= blocks <= n:
+        raise ValueError(f"blocks must be in 1..{n}, got {blocks}")
+    rows = -(-n // blocks)
+    arrays = [to_numpy_images(v) for v in columns.values()]
+    gap = 0.35                                                   # width of the space between blocks, in columns
+    fig = plt.figure(figsize=(scale * (blocks * ncols + (blocks - 1) * gap), scale * (rows + 0.4) + (0.35 if title else 0)),
+                     layout="compressed")
+    grid = fig.add_gridspec(rows, blocks * ncols + blocks - 1,
+                            width_ratios=([1] * ncols + [gap]) * (blocks - 1) + [1] * ncols)
+    for i in range(n):
+        b, r = divmod(i, rows)
+        for c, (name, arr) in enumerate(zip(columns, arrays)):
+            ax = fig.add_subplot(grid[r, b * (ncols + 1) + c])
+            ax.imshow(arr[i], cmap="gray" if arr.ndim == 3 else None, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if name in divide:
+                ax.axvline(arr.shape[2] / 2 - 0.5, color="tab:red", ls="--", lw=0.8)
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig

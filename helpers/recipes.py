@@ -325,20 +325,23 @@ def _chunks(n: int, chunk: int, desc: str, progress: bool):
 
 
 def encoder_free_gap(model, x: torch.Tensor, seed: int = EF_SEED, chunk: int = EF_CHUNK,
-                     progress: bool = False, refine: bool = False) -> dict[str, torch.Tensor]:
+                     progress: bool = False, refine: bool = False, keep: list | None = None) -> dict[str, torch.Tensor]:
     """Per image of x (N, 1, 28, 28), each (N,) in nats: "encoder_free_elbo" (q(z | Psi) fitted by
     `inference.fit_posteriors` from the prior, chunk images at a time), "encoder_elbo" (q(z | x) of
     the encoder), each the mean of EF_DRAWS one-sample ELBOs; "log_px" (importance sampling, K =
     EF_K, the encoder as proposal, as notebook 07) and "log_px_fitted" (the same with the fitted q as
     proposal); "steps" (the fitting steps of the image's chunk); with `refine`, also
-    "refined_elbo": the same fit started from the encoder's q(z | x) instead of the prior."""
+    "refined_elbo": the same fit started from the encoder's q(z | x) instead of the prior.
+    keep: a list that receives (fitted PerImagePosterior, its fit History) of every chunk."""
     from . import inference
     from .metrics import elbo, importance_log_likelihood, importance_log_px
     from .models import reparameterize
     parts = []
     for c, start in enumerate(_chunks(len(x), chunk, "encoder-free ELBO and log p(x)", progress)):
         xc = x[start:start + chunk]
-        posterior, _ = inference.fit_posteriors(model, xc, seed=seed + c, progress=progress and c == 0)
+        posterior, history = inference.fit_posteriors(model, xc, seed=seed + c, progress=progress and c == 0)
+        if keep is not None:
+            keep.append((posterior, history))
         g = torch.Generator().manual_seed(seed + c)
         free = inference.encoder_free_elbo(posterior, g, draws=EF_DRAWS)
         enc = torch.stack([elbo(model, xc, generator=g) for _ in range(EF_DRAWS)]).mean(0)
@@ -360,14 +363,16 @@ COMPLETION_METHODS = ("encoder_free", "encoder_half", "black", "training_mean")
 
 def completion_scores(model, verifier, x: torch.Tensor, labels: torch.Tensor, kind: str,
                       fill: torch.Tensor, seed: int = EF_SEED, chunk: int = EF_CHUNK,
-                      progress: bool = False) -> dict[str, torch.Tensor]:
+                      progress: bool = False, keep: list | None = None) -> dict[str, torch.Tensor]:
     """Complete the images x (N, 1, 28, 28) observed through mask `kind` (`inference.make_mask`,
     random pixels with probability EF_RANDOM_FRACTION) and ask `verifier` whether each completion
     still shows its digit `labels` (N,) (argmax class). Per image, bool (N,) for each of
     COMPLETION_METHODS: "encoder_free" (q(z | Psi) fitted to the observed pixels, one completion
     x' ~ p(x | z), z ~ q), "encoder_half" (the encoder fed the masked image), "black" (missing pixels
     0) and "training_mean" (missing pixels from `fill` (1, 1, 28, 28), the training mean image);
-    and "steps" (N,) of the fit. Chunk c uses seed + c for its mask, fit and draws."""
+    and "steps" (N,) of the fit. Chunk c uses seed + c for its mask, fit and draws. keep: a list
+    that receives the completed images {method: (n, 1, 28, 28)} and the fitted PerImagePosterior of
+    every chunk, as (images, posterior)."""
     from . import inference
     parts = []
     for c, start in enumerate(_chunks(len(x), chunk, f"completing ({kind} observed)", progress)):
@@ -379,6 +384,8 @@ def completion_scores(model, verifier, x: torch.Tensor, labels: torch.Tensor, ki
                   "encoder_half": inference.encoder_completion(model, xc, mask, g),
                   "black": inference.fill_missing(xc, mask, 0.0),
                   "training_mean": inference.fill_missing(xc, mask, fill)}
+        if keep is not None:
+            keep.append((images, posterior))
         part = {k: verifier.classify(v).labels == yc for k, v in images.items()}
         part["steps"] = torch.full((len(xc),), float(posterior.fit_info["steps"]))
         parts.append(part)

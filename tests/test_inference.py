@@ -247,3 +247,17 @@ def test_a_schedule_replays_a_fit_exactly():
                                               progress=False)
     assert len(history.epochs) == info["steps"] and again.fit_info["drop_steps"] == info["drop_steps"]
     assert torch.allclose(again.mean, first.mean, atol=1e-5) and torch.allclose(again.logvar, first.logvar, atol=1e-5)
+
+
+def test_the_column_grid_of_task_4():
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers import plotting
+    cols = {"x": images(5), "x'": images(5, seed=1), "x''": images(5, seed=2)}
+    fig = plotting.columns_grid(cols, blocks=2, title="t", divide=["x'"])
+    assert len(fig.axes) == 15 and fig.axes[0].get_title() == "x" and fig.axes[1].get_lines()   # the divider
+    with pytest.raises(ValueError, match="same number of images"):
+        plotting.columns_grid({"x": images(5), "y": images(4)})
+    with pytest.raises(ValueError, match="blocks must be in 1..5"):
+        plotting.columns_grid(cols, blocks=6)
+    matplotlib.pyplot.close("all")

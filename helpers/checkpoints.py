@@ -8,6 +8,7 @@ loads; how a checkpoint is trained lives in `recipes`.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -51,6 +52,36 @@ def _write_manifest(manifest: dict, directory: Path) -> None:
     settings.atomic_write(directory / MANIFEST, lambda f: f.write(text.encode()))
 
 
+@contextlib.contextmanager
+def _manifest_lock(directory: Path):
+    """Hold an exclusive lock on `<directory>/.manifest.lock` (POSIX `flock`; a no-op where fcntl
+    is missing, e.g. Windows), so that two processes training or evaluating into the same directory
+    cannot interleave their read-modify-write of the manifest and lose an entry."""
+    try:
+        import fcntl
+    except ImportError:     # not POSIX: no lock
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".manifest.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def update_manifest(change, directory: Path | None = None) -> dict:
+    """Read the manifest, apply `change(manifest)` (which edits the dict in place) and write it back
+    atomically, all under the directory's manifest lock. Returns the manifest as written."""
+    directory = directory or settings.checkpoint_dir()
+    with _manifest_lock(directory):
+        manifest = read_manifest(directory)
+        change(manifest)
+        _write_manifest(manifest, directory)
+    return manifest
+
+
 def library_versions() -> dict:
     import numpy
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
@@ -89,14 +120,13 @@ def save(name: str, model: nn.Module, *, metrics: dict | None = None, data_mode:
     path = directory / f"{name}.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     settings.atomic_write(path, lambda f: torch.save(state, f))
-    manifest = read_manifest(directory)
-    manifest[name] = {
+    record = {
         "file": path.name, "sha256": sha256_of(path), "config": config, "data_mode": data_mode,
         "command": command or f"python -m helpers train {name}", "metrics": metrics or {},
         "history": history, "trained_seconds": trained_seconds, "versions": library_versions(),
         "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_manifest(manifest, directory)
+    update_manifest(lambda manifest: manifest.__setitem__(name, record), directory)
     return path
 
 
@@ -104,15 +134,15 @@ def record_evaluation(name: str, evaluation: dict, directory: Path | None = None
     """Store the results of a heavy evaluation of checkpoint `name` (numbers with their settings:
     sample counts, seeds, seconds, the command) under its manifest entry's "evaluation" key, or,
     for a named further evaluation `part`, under "evaluations"[part]; either leaves the other alone."""
-    directory = directory or settings.checkpoint_dir()
-    manifest = read_manifest(directory)
-    if name not in manifest:
-        raise CheckpointError(f"no checkpoint named {name!r} to record an evaluation for")
-    if part is None:
-        manifest[name]["evaluation"] = dict(evaluation)
-    else:
-        manifest[name].setdefault("evaluations", {})[part] = dict(evaluation)
-    _write_manifest(manifest, directory)
+    def change(manifest: dict) -> None:
+        if name not in manifest:
+            raise CheckpointError(f"no checkpoint named {name!r} to record an evaluation for")
+        if part is None:
+            manifest[name]["evaluation"] = dict(evaluation)
+        else:
+            manifest[name].setdefault("evaluations", {})[part] = dict(evaluation)
+
+    update_manifest(change, directory)
 
 
 def stored_evaluation(name: str, part: str | None = None, directory: Path | None = None) -> dict:

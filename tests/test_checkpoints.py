@@ -106,7 +106,8 @@ def test_interrupted_save_leaves_the_old_file_intact(ckpt_dir, monkeypatch):
         checkpoints.save("tiny", DigitClassifier(width=4))
     assert (ckpt_dir / "tiny.pt").read_bytes() == before
     assert (ckpt_dir / "manifest.json").read_text() == manifest_before
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["manifest.json", "tiny.pt"]
+    # no temporary file left behind (the manifest's lock file is meant to stay)
+    assert sorted(p.name for p in ckpt_dir.iterdir() if p.name != ".manifest.lock") == ["manifest.json", "tiny.pt"]
     monkeypatch.undo()
     checkpoints.load("tiny", directory=ckpt_dir)
 
@@ -135,3 +136,27 @@ def test_every_shipped_checkpoint_loads_in_a_fresh_interpreter():
                          env={k: v for k, v in os.environ.items() if k != "DGM_CHECKPOINT_DIR"})
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip()) >= 1
+
+
+def _add_entries(directory: str, prefix: str, count: int) -> None:
+    from pathlib import Path
+
+    from helpers import checkpoints
+    for i in range(count):
+        checkpoints.update_manifest(lambda m, key=f"{prefix}{i}": m.__setitem__(key, {"i": i}), Path(directory))
+
+
+def test_manifest_updates_from_two_processes_lose_nothing(tmp_path):
+    """Two processes updating one manifest at once: every entry of both survives (the lock)."""
+    import multiprocessing
+
+    from helpers import checkpoints
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_add_entries, args=(str(tmp_path), prefix, 25)) for prefix in ("a", "b")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert all(w.exitcode == 0 for w in workers)
+    manifest = checkpoints.read_manifest(tmp_path)
+    assert sorted(manifest) == sorted([f"a{i}" for i in range(25)] + [f"b{i}" for i in range(25)])

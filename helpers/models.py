@@ -149,9 +149,11 @@ class VAE(_ImageModel):
         self.channels, self.latent_dim, self.image_size = channels, latent_dim, image_size
         self.image_shape = (channels, image_size, image_size)
         self.likelihood = make_likelihood(likelihood, **(likelihood_kwargs or {}))
-        self.prior = make_prior(prior, latent_dim, **(prior_kwargs or {}))
         self.encoder = ENCODERS[arch](channels, width, 2 * latent_dim, image_size=image_size)
         self.decoder = DECODERS[arch](latent_dim, width, channels * self.likelihood.n_params, image_size=image_size)
+        # the prior is built last, so that under one seed two VAEs that differ by their prior alone
+        # start from the same encoder and decoder weights (a learnable prior draws its own afterwards)
+        self.prior = make_prior(prior, latent_dim, **(prior_kwargs or {}))
 
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x.to(self.device)).chunk(2, dim=1)

@@ -1,5 +1,6 @@
 # Deep Generative Models Workbook
 #   make run    set up .venv, execute every notebook from the shipped weights, write reports/*.pdf
+#               (helpers/report.py: progress bars left out, each widget a one-line note after its static figure)
 #   make test   set up .venv, run the unit tests and nbval over every notebook
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -46,6 +47,7 @@ run: pdf-tools $(STAMP)
 	mkdir -p reports
 	for nb in $(NOTEBOOKS); do \
 	  $(PY) -m jupyter nbconvert --to pdf --execute --ExecutePreprocessor.timeout=1800 \
+	    --PDFExporter.preprocessors=helpers.report.WidgetOutputsPreprocessor \
 	    --output-dir reports "$$nb" || exit 1; \
 	done
 	@ls -l reports/*.pdf

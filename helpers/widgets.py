@@ -65,17 +65,30 @@ def _finite_in(value, lo: float, hi: float, name: str) -> float:
 
 
 class _Explorer:
+    """Shown as its `widget` in JupyterLab; its text/plain (what a PDF report or a terminal prints)
+    is two short lines naming the explorer, instead of the repr of the widget tree."""
     widget: widgets.Widget
+    summary = "an explorer"
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}: {self.summary}\n[interactive widget: open the notebook in JupyterLab to use it]"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        shown = self.widget._repr_mimebundle_           # None once the widget is closed
+        bundle = shown() if callable(shown) else {}
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self))
 
 
 class LatentExplorer2D(_Explorer):
     """A point (z1, z2) chosen with two sliders; the scatter of encoded images with the point
     marked, and the image decoded there. model: `decode` (1, 2) -> (1, C, H, W); codes (N, 2)
     and labels (N,) of the scatter."""
+
+    summary = "a point (z1, z2) on two sliders, the image decoded there"
 
     def __init__(self, model, codes: torch.Tensor, labels: torch.Tensor, limits=None, title: str = ""):
         if codes.dim() != 2 or codes.shape[1] != 2:
@@ -114,6 +127,8 @@ class LatentExplorer2D(_Explorer):
 class InterpolationExplorer(_Explorer):
     """Two test images chosen by index and a slider lambda in [0, 1]: the image decoded at
     (1 - lambda) z_a + lambda z_b, with z the encoder means, beside the two originals."""
+
+    summary = "the image decoded between two test images' codes"
 
     def __init__(self, model, images: torch.Tensor, first: int = 0, second: int = 1):
         self.model, self.images = model, images
@@ -156,6 +171,8 @@ class PrincipalDirectionsExplorer(_Explorer):
     """Sliders along the top principal directions of a K-dimensional model's codes: the image
     decoded at mean + sum_i c_i sd_i d_i, with c_i in standard deviations along direction d_i."""
 
+    summary = "the image decoded along the principal directions"
+
     def __init__(self, model, codes: torch.Tensor, n_directions: int = 3, reach: float = 3.0):
         _, ratio, fitted = latent.pca(codes, n_directions)
         self.model, self.reach, self.ratio = model, reach, ratio
@@ -189,6 +206,8 @@ class PrincipalDirectionsExplorer(_Explorer):
 class CompletionExplorer(_Explorer):
     """A test image and a mask chosen from menus; the button fits q(z | Psi) to the observed pixels
     (`inference.fit_posteriors`) and shows the masked image and `n_completions` completions."""
+
+    summary = "a test image, a mask and completions without the encoder"
 
     def __init__(self, vae, images: torch.Tensor, n_completions: int = 4, max_steps: int = 400):
         self.vae, self.images, self.n, self.max_steps = vae, images, n_completions, max_steps

@@ -72,3 +72,18 @@ def test_completion_explorer_keeps_the_observed_half():
         explorer.set(mask="diagonal")
     with pytest.raises(ValueError, match="index must be in"):
         explorer.set(index=3)
+
+
+def test_explorer_shows_as_its_widget_with_a_short_text_fallback():
+    from IPython.core.formatters import DisplayFormatter
+    vae, x = tiny_vae(4), images(5)
+    explorer = widgets.InterpolationExplorer(vae, x, 0, 1)
+    data, _ = DisplayFormatter().format(explorer)
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id
+    text = data["text/plain"]
+    assert text.startswith("InterpolationExplorer: ") and "JupyterLab" in text and "VBox" not in text
+    assert repr(explorer) == text
+    for cls in (widgets.LatentExplorer2D, widgets.InterpolationExplorer, widgets.PrincipalDirectionsExplorer,
+                widgets.CompletionExplorer):         # lines short enough for the PDF report's verbatim width
+        lines = f"{cls.__name__}: {cls.summary}\n".splitlines() + text.splitlines()[1:]
+        assert all(len(line) <= 80 for line in lines), lines

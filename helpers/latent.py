@@ -87,3 +87,18 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[torch.Te
         raise ValueError(f"means must be (N, L) with N >= 2, got {tuple(means.shape)}")
     activity = means.double().var(dim=0, unbiased=True).float()
     return activity, int((activity > threshold).sum())
+
+
+@torch.no_grad()
+def posterior_means_and_prior(model, x: torch.Tensor, n_prior: int, generator: torch.Generator | None = None,
+                              n_components: int = 2) -> dict[str, torch.Tensor]:
+    """The aggregate posterior against the prior, in one 2-D view (notebook 08): the encoder means
+    mu(x) of images x (N, C, H, W) and n_prior codes z ~ p(z) (the model's own prior, drawn with
+    `generator`), both projected onto the first `n_components` principal components of the means.
+    Returns {"means": (N, n_components), "prior": (n_prior, n_components), "explained": (n_components,)
+    variance ratios of the means}; the same linear map for both, so they can share axes."""
+    means = encode(model, x)
+    projected, explained, fitted = pca(means, n_components)
+    codes = model.prior.sample(n_prior, generator, device=model.device).cpu()
+    prior = torch.from_numpy(fitted.transform(codes.double().numpy())).float()
+    return {"means": projected, "prior": prior, "explained": explained}

@@ -297,3 +297,61 @@ def columns_grid(columns: dict[str, torch.Tensor], blocks: int = 1, title: str |
     if title:
         fig.suptitle(title)
     return fig
+
+
+# --- figures of notebook 08 (VU Assignment 4A) ---------------------------------------------------
+
+def image_grids(grids: dict[str, torch.Tensor], ncols: int = 8, title: str | None = None, scale: float = 0.32):
+    """Several sets of images side by side, each tiled into one grid of `ncols` columns under its
+    own title: {panel title: (N, C, H, W)} with the same N, e.g. prior samples of two models.
+    Returns the Figure."""
+    sizes = {len(v) for v in grids.values()}
+    if len(sizes) != 1 or not grids:
+        raise ValueError(f"every panel needs the same number of images, got {[len(v) for v in grids.values()]}")
+    n = sizes.pop()
+    rows = -(-n // ncols)
+    fig, axes = plt.subplots(1, len(grids), figsize=(scale * ncols * len(grids) + 0.3 * (len(grids) - 1),
+                                                     scale * rows + (0.9 if title else 0.6)), squeeze=False)
+    for ax, (name, images) in zip(axes[0], grids.items()):
+        arr = to_numpy_images(images)
+        h, w = arr.shape[1:3]
+        tiles = np.ones((rows * ncols, h, w) + arr.shape[3:], dtype=arr.dtype)
+        tiles[:n] = arr
+        tiled = tiles.reshape(rows, ncols, h, w, -1).transpose(0, 2, 1, 3, 4).reshape(rows * h, ncols * w, -1)
+        ax.imshow(tiled[..., 0] if tiled.shape[-1] == 1 else tiled, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(name, fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prior_and_posterior(means: torch.Tensor, prior: torch.Tensor, labels: torch.Tensor, ax=None,
+                             title: str | None = None, limits=None, bins: int = 40, smooth: float = 1.0,
+                             axis_labels: tuple[str, str] = ("PC 1", "PC 2"), legend: str | None = "right"):
+    """One 2-D view of a latent space: encoder means (N, 2) coloured by digit label (N,) over the
+    density of prior samples (M, 2), drawn as contour lines of their 2-D histogram (`bins` per axis,
+    smoothed by a Gaussian filter of `smooth` bins, at 5 %, 25 %, 50 % and 75 % of its peak).
+    limits: ((x_lo, x_hi), (y_lo, y_hi)), default the range of both sets. legend: "right" (outside
+    the axes), "inside" or None. Returns the Axes."""
+    from scipy.ndimage import gaussian_filter
+    if prior.dim() != 2 or prior.shape[1] != 2:
+        raise ValueError(f"prior samples must be (M, 2), got {tuple(prior.shape)}")
+    if limits is None:
+        both = torch.cat([means, prior])
+        limits = tuple((both[:, i].min().item(), both[:, i].max().item()) for i in range(2))
+    ax = plot_codes(means, labels, ax=ax, title=title, limits=limits, axis_labels=axis_labels, point_size=1.0,
+                    legend=False)
+    counts, xe, ye = np.histogram2d(prior[:, 0].numpy(), prior[:, 1].numpy(), bins=bins, range=limits)
+    density = gaussian_filter(counts, smooth) if smooth > 0 else counts
+    centres = (xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2
+    ax.contour(*centres, density.T, levels=density.max() * np.array([0.05, 0.25, 0.5, 0.75]), colors="k", linewidths=1.0)
+    if legend:
+        handles, names = ax.get_legend_handles_labels()
+        handles.append(plt.Line2D([], [], color="k", lw=1.0))
+        names.append("p(z) samples: density\n(5, 25, 50, 75 % of peak)")
+        where = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if legend == "right" else {"loc": "best"}
+        ax.legend(handles, names, markerscale=4, fontsize=7, title="encoder means, by test label", title_fontsize=7,
+                  **where)
+    return ax

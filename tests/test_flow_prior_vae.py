@@ -57,6 +57,7 @@ def test_the_prior_comparison_is_reproducible_on_a_subset_and_pairs_the_two_prio
     checkpoints.save("vae_mono", tiny_vae(prior=False))
     checkpoints.save("vae_mono_flow", tiny_vae(prior=True))
     out = recipes.evaluate("vae_mono_flow:prior_comparison")
+    json.dumps(out)
     assert "evaluations" not in checkpoints.entry("vae_mono_flow")            # smoke mode stores nothing
     n = out["images"]["test_log_px"]
     assert out["k"] == recipes.COMPARISON_K and (n, out["live_images"]) == (256, 200)   # smoke sizes
@@ -76,3 +77,40 @@ def test_the_prior_comparison_is_reproducible_on_a_subset_and_pairs_the_two_prio
     full = recipes.prior_comparison_values(checkpoints.load("vae_mono_flow"), data, out["live_images"])
     assert torch.equal(live["test_log_px"], full["test_log_px"][:len(live["test_log_px"])])
     assert full["test_log_px"].double().mean().item() == pytest.approx(out["test_log_px"]["live_mean"], abs=1e-3)
+
+
+# --- notebook 08's figure helpers --------------------------------------------------------------------
+
+def test_posterior_means_and_prior_share_one_projection():
+    from helpers import latent
+    model = tiny_vae(prior=True)
+    x = (torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    view = latent.posterior_means_and_prior(model, x, 40, generator=torch.Generator().manual_seed(1))
+    assert view["means"].shape == (50, 2) and view["prior"].shape == (40, 2) and view["explained"].shape == (2,)
+    projected, _, fitted = latent.pca(latent.encode(model, x), 2)
+    assert torch.allclose(view["means"], projected, atol=1e-5)
+    codes = model.prior.sample(40, torch.Generator().manual_seed(1))                  # the same draws
+    want = (codes.double() - torch.from_numpy(fitted.mean_)) @ torch.from_numpy(fitted.components_).T
+    assert torch.allclose(view["prior"], want.float(), atol=1e-4)
+
+
+def test_image_grids_and_the_prior_posterior_view_draw_what_they_say():
+    import matplotlib.pyplot as plt
+    from helpers import plotting
+    g = torch.Generator().manual_seed(0)
+    fig = plotting.image_grids({"a": torch.rand(10, 1, 28, 28, generator=g), "b": torch.rand(10, 1, 28, 28, generator=g)},
+                               ncols=4, title="two panels")
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"] and fig.axes[0].images[0].get_array().shape == (84, 112)
+    with pytest.raises(ValueError, match="same number"):
+        plotting.image_grids({"a": torch.rand(2, 1, 28, 28), "b": torch.rand(3, 1, 28, 28)})
+    means, prior = torch.randn(300, 2, generator=g), torch.randn(2000, 2, generator=g)
+    ax = plotting.plot_prior_and_posterior(means, prior, torch.arange(300) % 10, title="view", legend="inside")
+    assert len(ax.collections) >= 10 + 1                     # ten digit scatters and the contour lines
+    names = ax.get_legend_handles_labels()[1]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(legend) == 11 and legend[-1].startswith("p(z) samples") and ax.get_xlabel() == "PC 1"
+    assert ax.get_title() == "view" and names[:10] == [f"digit {d}" for d in range(10)]
+    assert plotting.plot_prior_and_posterior(means, prior, torch.arange(300) % 10, legend=None).get_legend() is None
+    with pytest.raises(ValueError, match=r"\(M, 2\)"):
+        plotting.plot_prior_and_posterior(means, torch.randn(5, 3), torch.zeros(300))
+    plt.close("all")

@@ -1,11 +1,12 @@
 """Command line: `python -m helpers train NAME`, `train --all`, `evaluate NAME` (or `NAME:PART`, a
-checkpoint's further named evaluation), `list`, `report`."""
+checkpoint's further named evaluation), `fid SAMPLE_DIR`, `list`, `report`."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from . import checkpoints, recipes, settings
+from .data import DatasetCorruptError, DatasetNotFoundError
 
 
 def _list() -> None:
@@ -26,6 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("evaluate", help="run a checkpoint's heavy evaluation once and store it in the manifest")
     ev.add_argument("names", nargs="+", help=f"evaluation names (checkpoint or checkpoint:part): "
                     f"{', '.join(sorted(recipes.EVALUATIONS))}")
+    fid = sub.add_parser("fid", help="FID of the PNG images in a directory against the test set (IFT6135's score_fid.py)",
+                         description="Reads the PNGs of SAMPLE_DIR (and of its subdirectories, e.g. "
+                         "SAMPLE_DIR/samples/), checks they are 28x28 greyscale (MNIST) or 32x32 RGB (SVHN), "
+                         "and prints their FID against the test set on the penultimate layer of the "
+                         "verification net (MNIST) or of the SVHN classifier (SVHN).")
+    fid.add_argument("sample_dir", help="directory of .png samples")
+    fid.add_argument("--dataset", choices=recipes.FID_DATASETS, default="mnist",
+                     help="test set and features: mnist (grey test images), mnist-binary (binarised), "
+                          "svhn (the held-out SVHN part); default mnist")
+    fid.add_argument("--test-samples", type=int, default=None, metavar="N",
+                     help="use the first N test images (default: all of them)")
     sub.add_parser("list", help="list checkpoints and their metrics")
     sub.add_parser("report", help="print the manifest's metrics and training times")
     args = parser.parse_args(argv)
@@ -47,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no evaluation for {unknown}; known: {sorted(recipes.EVALUATIONS)}")
         for name in args.names:
             print(f"{name}: {recipes.evaluate(name)}")
+    elif args.command == "fid":
+        try:
+            result = recipes.fid_of_directory(args.sample_dir, args.dataset, args.test_samples)
+        except (ValueError, OSError, checkpoints.CheckpointError, DatasetNotFoundError, DatasetCorruptError) as exc:
+            print(f"python -m helpers fid: {exc}", file=sys.stderr)
+            return 2
+        print(f"FID: {result.fid:.4f}")
+        print(f"{result}; features {result.seconds_features:.2f} s, distance {result.seconds_distance:.2f} s")
     elif args.command == "list":
         _list()
     else:

@@ -313,11 +313,32 @@ class Categorical(Likelihood):
         return self.log_prob(params, x) - x[0].numel() * math.log(levels // self.bins)
 
 
-LIKELIHOODS: dict[str, type[Likelihood]] = {cls.name: cls for cls in (Bernoulli, Gaussian, Beta, Categorical)}
+class UnitGaussian(Likelihood):
+    """Gaussian pixels of unit variance around the mean m = sigmoid(a): p(x|z) = N(x; g(z), I) with
+    g(z) = sigmoid(decoder(z)) (IFT6135 Problem 3's VAE). log p(x|z) = -1/2 sum_d [log(2 pi) +
+    (x_d - m_d)^2], i.e. minus half the squared error up to a constant."""
+
+    name = "unit_gaussian"
+
+    def log_prob_pixels(self, params, x):
+        return -0.5 * (math.log(2 * math.pi) + (x - torch.sigmoid(params)) ** 2)
+
+    def mean(self, params):
+        return torch.sigmoid(params)
+
+    def sample(self, params, generator=None):
+        """(N, C, H, W) -> (N, C, H, W) m + eps, eps ~ N(0, 1), clipped to [0, 1] for display."""
+        m = torch.sigmoid(params)
+        eps = settings.randn(m.shape, generator, device=m.device, dtype=m.dtype)
+        return (m + eps).clamp(0.0, 1.0)
+
+
+LIKELIHOODS: dict[str, type[Likelihood]] = {cls.name: cls for cls in (Bernoulli, Gaussian, Beta, Categorical,
+                                                                      UnitGaussian)}
 
 
 def make_likelihood(name: str, **kwargs) -> Likelihood:
-    """The likelihood called `name` (bernoulli, gaussian, beta, categorical) with its options."""
+    """The likelihood called `name` (bernoulli, gaussian, beta, categorical, unit_gaussian) with its options."""
     if name not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {name!r}; expected one of {sorted(LIKELIHOODS)}")
     return LIKELIHOODS[name](**kwargs)

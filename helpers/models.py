@@ -128,7 +128,8 @@ class VAE(_ImageModel):
     N(0, I)) and a pluggable likelihood p(x|z) (`likelihoods.py`, default Bernoulli).
 
     arch: "strided" (stride-2 convs / transposed convs, as the AE) or "pooled" (conv + ELU +
-    average pooling down, linear + bilinear upsampling + conv up).
+    average pooling down, linear + bilinear upsampling + conv up), or "dcgan" (the strided encoder,
+    and as decoder the GAN's `DCGANGenerator` without its final sigmoid: `nets.DCGANDecoder`).
 
     loss(x) is the negative ELBO per image, -E_q[log p(x|z)] + KL(q(z|x) || p(z)), with one
     reparameterised sample; the KL is the prior's closed form where it has one, else the

@@ -180,5 +180,17 @@ class DCGANDiscriminator(nn.Module):
         return self.net(x).squeeze(1)
 
 
-ENCODERS = {"strided": ConvEncoder, "pooled": PoolEncoder}
-DECODERS = {"strided": ConvDecoder, "pooled": UpsampleDecoder}
+class DCGANDecoder(DCGANGenerator):
+    """(N, latent_dim) -> (N, out_channels, S, S) raw outputs: `DCGANGenerator` without its final
+    sigmoid, as a VAE decoder whose likelihood applies the sigmoid (e.g. the unit-variance Gaussian's
+    mean). Same layers and the same state_dict keys as the generator, so a VAE with arch "dcgan" and
+    a GAN share one generator architecture: sigmoid(DCGANDecoder(z)) is DCGANGenerator(z) for the
+    same weights (IFT6135 Problem 3 asks for the same g(z) in both models)."""
+
+    def __init__(self, latent_dim: int = 100, width: int = 64, out_channels: int = 1, image_size: int = 28):
+        super().__init__(latent_dim, width, out_channels, image_size)
+        self.net[-1] = nn.Identity()
+
+
+ENCODERS = {"strided": ConvEncoder, "pooled": PoolEncoder, "dcgan": ConvEncoder}
+DECODERS = {"strided": ConvDecoder, "pooled": UpsampleDecoder, "dcgan": DCGANDecoder}

@@ -10,7 +10,7 @@ LAYERS = [
     ["models"],
     ["training", "checkpoints"],
     ["verification", "metrics", "inference", "latent", "divergences", "plotting"],
-    ["recipes", "widgets"],
+    ["recipes", "widgets", "report"],
     ["__main__"],
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

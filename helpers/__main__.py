@@ -1,5 +1,5 @@
 """Command line: `python -m helpers train NAME`, `train --all`, `evaluate NAME` (or `NAME:PART`, a
-checkpoint's further named evaluation), `fid SAMPLE_DIR`, `list`, `report`."""
+checkpoint's further named evaluation), `fid SAMPLE_DIR [SAMPLE_DIR ...]`, `list`, `report`."""
 from __future__ import annotations
 
 import argparse
@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                          description="Reads the PNGs of SAMPLE_DIR (and of its subdirectories, e.g. "
                          "SAMPLE_DIR/samples/), checks they are 28x28 greyscale (MNIST) or 32x32 RGB (SVHN), "
                          "and prints their FID against the test set on the penultimate layer of the "
-                         "verification net (MNIST) or of the SVHN classifier (SVHN).")
-    fid.add_argument("sample_dir", help="directory of .png samples")
+                         "verification net (MNIST) or of the SVHN classifier (SVHN). Several directories "
+                         "are scored one by one against the same test set, its features computed once.")
+    fid.add_argument("sample_dir", nargs="+", help="directory of .png samples (one or more)")
     fid.add_argument("--dataset", choices=recipes.FID_DATASETS, default="mnist",
                      help="test set and features: mnist (grey test images), mnist-binary (binarised), "
                           "svhn (the held-out SVHN part); default mnist")
@@ -61,12 +62,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {recipes.evaluate(name)}")
     elif args.command == "fid":
         try:
-            result = recipes.fid_of_directory(args.sample_dir, args.dataset, args.test_samples)
+            results = recipes.fid_of_directories(args.sample_dir, args.dataset, args.test_samples)
         except (ValueError, OSError, checkpoints.CheckpointError, DatasetNotFoundError, DatasetCorruptError) as exc:
             print(f"python -m helpers fid: {exc}", file=sys.stderr)
             return 2
-        print(f"FID: {result.fid:.4f}")
-        print(f"{result}; features {result.seconds_features:.2f} s, distance {result.seconds_distance:.2f} s")
+        for directory, result in zip(args.sample_dir, results):
+            if len(results) > 1:
+                print(f"{directory}:")
+            print(f"FID: {result.fid:.4f}")
+            print(f"{result}; features {result.seconds_features:.2f} s, distance {result.seconds_distance:.2f} s")
     elif args.command == "list":
         _list()
     else:

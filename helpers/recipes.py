@@ -998,6 +998,37 @@ def fid_of_directory(directory, dataset: str = "mnist", test_samples: int | None
     return fid_against_test(images, dataset, test_samples, device)
 
 
+def fid_of_directories(directories, dataset: str = "mnist", test_samples: int | None = None,
+                       device: torch.device | str | None = None) -> list[FIDResult]:
+    """`python -m helpers fid DIR DIR ...`: `fid_of_directory` for each directory, in order, against
+    one test set whose features are computed once (the first result's seconds_features includes
+    them). Every directory is read and checked before any feature is computed."""
+    from .data import read_png_directory, validate_images
+    from .metrics import calculate_fid_score, feature_batches
+    if dataset not in FID_DATASETS:
+        raise ValueError(f"unknown FID dataset {dataset!r}; expected one of {FID_DATASETS}")
+    if not directories:
+        raise ValueError("name at least one directory of samples")
+    channels, size = (3, 32) if dataset == "svhn" else (1, 28)
+    sets = [read_png_directory(d, channels, size) for d in directories]
+    features, channels, size, described = fid_feature_extractor(dataset, device)
+    test, test_set = fid_test_images(dataset, test_samples)
+    start = time.perf_counter()
+    test_features = torch.cat(list(feature_batches(features, test)))
+    test_seconds = time.perf_counter() - start
+    results = []
+    for i, images in enumerate(sets):
+        validate_images(images, channels=(channels,), size=size, name=f"{dataset} samples")
+        start = time.perf_counter()
+        sample_features = torch.cat(list(feature_batches(features, images)))
+        middle = time.perf_counter()
+        score = calculate_fid_score([sample_features], [test_features])
+        end = time.perf_counter()
+        results.append(FIDResult(score, dataset, len(images), len(test), described, test_set,
+                                 round(middle - start + (test_seconds if i == 0 else 0.0), 3), round(end - middle, 3)))
+    return results
+
+
 def svhn_sample_fid(model) -> dict:
     """FID of FID_SAMPLES samples of a generator (from torch.Generator().manual_seed(FID_SEED))
     against the held-out SVHN part, when the svhn_classifier checkpoint exists (None otherwise).

@@ -199,6 +199,27 @@ def test_fid_command_on_mnist_pngs(tmp_path, ckpt_dir, smoke, capsys):
     assert float(out.split("FID: ")[1].split()[0]) > 10 * real and "against 200 images" in out
 
 
+def test_fid_command_on_several_directories_matches_one_by_one(tmp_path, ckpt_dir, smoke, capsys):
+    from helpers.__main__ import main
+    from helpers.data import DataMode, MNISTData
+    copy_verifier(ckpt_dir)
+    x, _ = MNISTData(DataMode.MONO_FLOAT_COMPLETE).get_full_data_set(training=True)
+    write_png_directory(x[:150], tmp_path / "real")
+    write_png_directory(torch.rand(140, 1, 28, 28), tmp_path / "noise")
+    singles = []
+    for name in ("real", "noise"):
+        assert main(["fid", str(tmp_path / name)]) == 0
+        singles.append(float(capsys.readouterr().out.split("FID: ")[1].split()[0]))
+    assert main(["fid", str(tmp_path / "real"), str(tmp_path / "noise")]) == 0
+    out = capsys.readouterr().out
+    both = [float(part.split()[0]) for part in out.split("FID: ")[1:]]
+    assert both == pytest.approx(singles, rel=1e-9)
+    assert f"{tmp_path / 'noise'}:" in out and "140 samples against 256 images" in out
+    (tmp_path / "empty").mkdir()       # a bad directory anywhere in the list stops before any score
+    assert main(["fid", str(tmp_path / "real"), str(tmp_path / "empty")]) == 2
+    assert "no .png images" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("setup, words", [
     (lambda d: d.mkdir(), "no .png images"),
     (lambda d: write_png_directory(torch.rand(5, 1, 28, 28), d), "needs more than 128 samples"),

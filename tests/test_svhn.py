@@ -3,6 +3,7 @@ seeded split, full SVHN through torchvision, clear errors), PNG directories, the
 shared generator of the VAE and the WGAN-GP, and smoke runs of the three SVHN recipes."""
 import hashlib
 import json
+import math
 import shutil
 
 import numpy as np
@@ -283,7 +284,9 @@ def test_svhn_recipes_smoke_run_with_their_metrics(tmp_path, ckpt_dir, smoke, mo
     write_svhn_mat(root / data.SVHN_SAMPLE_FILE, 1000)
     monkeypatch.setenv("DGM_DATA_DIR", str(root))
     if name != "svhn_classifier":     # with a classifier checkpoint the recipe scores its samples
-        checkpoints.save(recipes.SVHN_CLASSIFIER, recipes.svhn_classifier_net(width=8))
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            checkpoints.save(recipes.SVHN_CLASSIFIER, recipes.svhn_classifier_net(width=8))
     with torch.random.fork_rng():
         torch.manual_seed(0)
         result = recipes.RECIPES[name](torch.device("cpu"), None)
@@ -292,7 +295,8 @@ def test_svhn_recipes_smoke_run_with_their_metrics(tmp_path, ckpt_dir, smoke, mo
     if name == "svhn_classifier":
         assert {"val_accuracy", "test_accuracy", "real_fid"} <= set(result.metrics)
     else:
-        assert result.metrics["fid_samples"] == 256 and result.metrics["fid"] > 0
+        # an untrained classifier's features can be nearly constant, so the FID may round to 0
+        assert result.metrics["fid_samples"] == 256 and math.isfinite(result.metrics["fid"]) and result.metrics["fid"] >= 0
         assert result.model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 3, 32, 32)
     if name in ("vae_svhn", "vae_svhn_flow"):
         assert {"val_elbo", "test_elbo", "test_rec", "test_kl"} <= set(result.metrics)

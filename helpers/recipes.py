@@ -966,59 +966,33 @@ class FIDResult(NamedTuple):
                 f"features of {self.features}")
 
 
-def fid_against_test(images: torch.Tensor, dataset: str = "mnist", test_samples: int | None = None,
-                     device: torch.device | str | None = None) -> FIDResult:
-    """FID of images (N, C, S, S) in [0, 1] against the test images of `dataset` (`fid_test_images`,
-    the first `test_samples` of them), on the dataset's classifier features (`fid_feature_extractor`)."""
+def _fid_image_shape(dataset: str) -> tuple[int, int]:
+    """(channels, size) of the images a FID dataset scores; ValueError for an unknown dataset."""
+    if dataset not in FID_DATASETS:
+        raise ValueError(f"unknown FID dataset {dataset!r}; expected one of {FID_DATASETS}")
+    return (3, 32) if dataset == "svhn" else (1, 28)
+
+
+def fid_against_test_sets(image_sets, dataset: str = "mnist", test_samples: int | None = None,
+                          device: torch.device | str | None = None) -> list[FIDResult]:
+    """FID of each set of images (N, C, S, S) in [0, 1] against the test images of `dataset`
+    (`fid_test_images`, the first `test_samples` of them), on the dataset's classifier features
+    (`fid_feature_extractor`). The test features are computed once (the first result's
+    seconds_features includes them); every set is checked before any feature is computed."""
     from .data import validate_images
     from .metrics import calculate_fid_score, feature_batches
-    features, channels, size, described = fid_feature_extractor(dataset, device)
-    validate_images(images, channels=(channels,), size=size, name=f"{dataset} samples")
-    test, test_set = fid_test_images(dataset, test_samples)
-    start = time.perf_counter()
-    sample_features = torch.cat(list(feature_batches(features, images)))
-    test_features = torch.cat(list(feature_batches(features, test)))
-    middle = time.perf_counter()
-    score = calculate_fid_score([sample_features], [test_features])
-    end = time.perf_counter()
-    return FIDResult(score, dataset, len(images), len(test), described, test_set,
-                     round(middle - start, 3), round(end - middle, 3))
-
-
-def fid_of_directory(directory, dataset: str = "mnist", test_samples: int | None = None,
-                     device: torch.device | str | None = None) -> FIDResult:
-    """`python -m helpers fid DIR`: the PNGs of `directory` (and its subdirectories, the layout of
-    IFT6135's score_fid.py), checked to be the dataset's size and colour mode, scored by
-    `fid_against_test`."""
-    from .data import read_png_directory
-    if dataset not in FID_DATASETS:
-        raise ValueError(f"unknown FID dataset {dataset!r}; expected one of {FID_DATASETS}")
-    channels, size = (3, 32) if dataset == "svhn" else (1, 28)
-    images = read_png_directory(directory, channels, size)
-    return fid_against_test(images, dataset, test_samples, device)
-
-
-def fid_of_directories(directories, dataset: str = "mnist", test_samples: int | None = None,
-                       device: torch.device | str | None = None) -> list[FIDResult]:
-    """`python -m helpers fid DIR DIR ...`: `fid_of_directory` for each directory, in order, against
-    one test set whose features are computed once (the first result's seconds_features includes
-    them). Every directory is read and checked before any feature is computed."""
-    from .data import read_png_directory, validate_images
-    from .metrics import calculate_fid_score, feature_batches
-    if dataset not in FID_DATASETS:
-        raise ValueError(f"unknown FID dataset {dataset!r}; expected one of {FID_DATASETS}")
-    if not directories:
-        raise ValueError("name at least one directory of samples")
-    channels, size = (3, 32) if dataset == "svhn" else (1, 28)
-    sets = [read_png_directory(d, channels, size) for d in directories]
-    features, channels, size, described = fid_feature_extractor(dataset, device)
+    if not image_sets:
+        raise ValueError("name at least one set of samples")
+    channels, size = _fid_image_shape(dataset)
+    for images in image_sets:
+        validate_images(images, channels=(channels,), size=size, name=f"{dataset} samples")
+    features, _, _, described = fid_feature_extractor(dataset, device)
     test, test_set = fid_test_images(dataset, test_samples)
     start = time.perf_counter()
     test_features = torch.cat(list(feature_batches(features, test)))
     test_seconds = time.perf_counter() - start
     results = []
-    for i, images in enumerate(sets):
-        validate_images(images, channels=(channels,), size=size, name=f"{dataset} samples")
+    for i, images in enumerate(image_sets):
         start = time.perf_counter()
         sample_features = torch.cat(list(feature_batches(features, images)))
         middle = time.perf_counter()
@@ -1027,6 +1001,25 @@ def fid_of_directories(directories, dataset: str = "mnist", test_samples: int | 
         results.append(FIDResult(score, dataset, len(images), len(test), described, test_set,
                                  round(middle - start + (test_seconds if i == 0 else 0.0), 3), round(end - middle, 3)))
     return results
+
+
+def fid_against_test(images: torch.Tensor, dataset: str = "mnist", test_samples: int | None = None,
+                     device: torch.device | str | None = None) -> FIDResult:
+    """`fid_against_test_sets` for one set of images (N, C, S, S)."""
+    return fid_against_test_sets([images], dataset, test_samples, device)[0]
+
+
+def fid_of_directories(directories, dataset: str = "mnist", test_samples: int | None = None,
+                       device: torch.device | str | None = None) -> list[FIDResult]:
+    """`python -m helpers fid DIR [DIR ...]`: the PNGs of each directory (and its subdirectories, the
+    layout of IFT6135's score_fid.py), all read and checked to be the dataset's size and colour mode
+    first, then scored against one set of test features (`fid_against_test_sets`)."""
+    from .data import read_png_directory
+    if not directories:
+        raise ValueError("name at least one directory of samples")
+    channels, size = _fid_image_shape(dataset)
+    return fid_against_test_sets([read_png_directory(d, channels, size) for d in directories], dataset,
+                                 test_samples, device)
 
 
 def svhn_sample_fid(model) -> dict:

@@ -23,3 +23,16 @@ def ckpt_dir(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setenv("DGM_CHECKPOINT_DIR", str(d))
     return d
+
+
+@pytest.fixture
+def verifier_only(ckpt_dir):
+    """A temporary checkpoint folder holding only the shipped verification net (the metrics need it)."""
+    import json
+    import shutil
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints"
+    shutil.copy(shipped / "verification_net.pt", ckpt_dir)
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    (ckpt_dir / "manifest.json").write_text(json.dumps({"verification_net": manifest["verification_net"]}))
+    return ckpt_dir

@@ -1,7 +1,6 @@
 """Notebook 08's flow-prior VAE: the recipe differs from vae_mono by its prior alone, and the
 prior-comparison evaluation (likelihoods, stackedMNIST balance, paired differences) in smoke size."""
 import json
-import shutil
 
 import pytest
 import torch
@@ -9,16 +8,6 @@ import torch
 from helpers import checkpoints, recipes, settings
 from helpers.models import VAE
 from helpers.priors import RealNVP, StandardNormal
-
-
-@pytest.fixture
-def verifier_only(ckpt_dir):
-    """A temporary checkpoint folder holding only the shipped verification net (the metrics need it)."""
-    shipped = settings.PROJECT_ROOT / "checkpoints"
-    shutil.copy(shipped / "verification_net.pt", ckpt_dir)
-    manifest = json.loads((shipped / "manifest.json").read_text())
-    (ckpt_dir / "manifest.json").write_text(json.dumps({"verification_net": manifest["verification_net"]}))
-    return ckpt_dir
 
 
 def test_two_vaes_that_differ_by_their_prior_start_from_the_same_encoder_and_decoder():

@@ -8,9 +8,7 @@ the real GAN steps and snapshots through `fit_gan`, the path the recipes take.
 """
 import copy
 import functools
-import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -240,16 +238,6 @@ def test_mode_count_and_kl_on_constructed_class_lists():
 
 
 # ------------------------------------------------------------------------- recipes, smoke size
-
-@pytest.fixture
-def verifier_only(ckpt_dir):
-    """A temporary checkpoint folder holding only the shipped verification net (the metrics need it)."""
-    shipped = settings.PROJECT_ROOT / "checkpoints"
-    shutil.copy(shipped / "verification_net.pt", ckpt_dir)
-    manifest = json.loads((shipped / "manifest.json").read_text())
-    (ckpt_dir / "manifest.json").write_text(json.dumps({"verification_net": manifest["verification_net"]}))
-    return ckpt_dir
-
 
 @pytest.mark.parametrize("name", GAN_RECIPES)
 def test_each_gan_recipe_trains_in_smoke_size(name, verifier_only, smoke):

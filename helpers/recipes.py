@@ -769,18 +769,27 @@ def gan_sample_scores(model, seed: int = GAN_SAMPLE_SEEDS[0]) -> dict:
     return {"samples": n, "seed": seed, **_rounded(generation_quality(load_verifier(), samples), 4)}
 
 
-def _train_gan(name: str, device, resume) -> Trained:
-    """Train GAN_SETTINGS[name] with `divergences.fit_gan` (resumable from `resume`); score its samples."""
+def _fit_gan_recipe(name: str, images: torch.Tensor, s: dict, width: int, device, resume, latent_dim: int = 100):
+    """A `models.GAN` (`latent_dim`, `width`, the channels and size of images (N, C, S, S), keeping a
+    snapshot per epoch) trained on the images with `divergences.fit_gan` and the settings `s`
+    (pack, d_norm, n_critic (None: `dcgan_step`, else `wgan_gp_step` with `penalty`), lr, betas,
+    batch_size, epochs), resumable from `resume`. Returns the model in eval mode and the History."""
     from .divergences import dcgan_step, fit_gan, wgan_gp_step
     from .models import GAN
+    model = GAN(channels=images.shape[1], latent_dim=latent_dim, width=width, image_size=images.shape[-1],
+                pack=s.get("pack", 1), d_norm=s["d_norm"], snapshots=s["epochs"]).to(device)
+    step = (functools.partial(wgan_gp_step, n_critic=s["n_critic"], penalty=s["penalty"]) if s.get("n_critic")
+            else dcgan_step)
+    history = fit_gan(model, images, step, lr=s["lr"], betas=s["betas"], epochs=s["epochs"], batch_size=s["batch_size"],
+                      resume_path=resume, fingerprint={"recipe": name, "settings": s}, desc=name)
+    return model.eval(), history
+
+
+def _train_gan(name: str, device, resume) -> Trained:
+    """Train GAN_SETTINGS[name] with `divergences.fit_gan` (resumable from `resume`); score its samples."""
     s = GAN_SETTINGS[name]
     x, _ = MNISTData(s["mode"]).get_full_data_set(training=True)
-    model = GAN(channels=s["mode"].channels, latent_dim=100, width=64, pack=s["pack"], d_norm=s["d_norm"],
-                snapshots=s["epochs"]).to(device)
-    step = (functools.partial(wgan_gp_step, n_critic=s["n_critic"], penalty=s["penalty"]) if s["n_critic"]
-            else dcgan_step)
-    history = fit_gan(model, x, step, lr=s["lr"], betas=s["betas"], epochs=s["epochs"], batch_size=s["batch_size"],
-                      resume_path=resume, fingerprint={"recipe": name, "settings": s}, desc=name)
+    model, history = _fit_gan_recipe(name, x, s, width=64, device=device, resume=resume)
     metrics = {**gan_sample_scores(model), "epochs": len(history.epochs), "images_per_epoch": len(x),
                "batch_size": s["batch_size"]}
     return Trained(model.eval(), metrics, history.to_dict(), s["mode"].name)
@@ -1108,7 +1117,7 @@ EVALUATIONS["vae_svhn"] = _evaluate_svhn_vae
 EVALUATIONS["vae_svhn_flow"] = _evaluate_svhn_vae
 
 
-WGAN_GP_SVHN = dict(n_critic=5, penalty=10.0, lr=2e-4, betas=(0.5, 0.9), batch_size=64, epochs=70)
+WGAN_GP_SVHN = dict(d_norm=None, n_critic=5, penalty=10.0, lr=2e-4, betas=(0.5, 0.9), batch_size=64, epochs=70)
 
 
 @recipe("wgan_gp_svhn")
@@ -1123,17 +1132,11 @@ def _wgan_gp_svhn(device, resume) -> Trained:
     Metrics: the last epoch's mean critic estimate of W1, FID of 1,000 samples.
     Budget: 0.102 s of one core per critic step (a generator step every 5th), 110 steps an epoch,
     about 11.2 s an epoch: about 13 min on one core, plus 10 s of metrics."""
-    from .divergences import fit_gan, wgan_gp_step
-    from .models import GAN
     s = WGAN_GP_SVHN
     svhn = load_svhn_data()
     x = svhn.train[0]
-    model = GAN(channels=3, latent_dim=SVHN_LATENT, width=SVHN_WIDTH, image_size=32, pack=1, d_norm=None,
-                snapshots=s["epochs"]).to(device)
-    step = functools.partial(wgan_gp_step, n_critic=s["n_critic"], penalty=s["penalty"])
-    history = fit_gan(model, x, step, lr=s["lr"], betas=s["betas"], epochs=s["epochs"], batch_size=s["batch_size"],
-                      resume_path=resume, fingerprint={"recipe": "wgan_gp_svhn", "settings": s}, desc="wgan_gp_svhn")
-    model.eval()
+    model, history = _fit_gan_recipe("wgan_gp_svhn", x, s, width=SVHN_WIDTH, device=device, resume=resume,
+                                     latent_dim=SVHN_LATENT)
     last = history.epochs[-1]
     per_epoch = -(-len(x) // s["batch_size"]) if not settings.smoke_mode() else min(2, -(-len(x) // s["batch_size"]))
     metrics = {"epochs": len(history.epochs), "train_images": len(x), "batch_size": s["batch_size"],

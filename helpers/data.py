@@ -436,7 +436,7 @@ def load_svhn(root: Path | str | None = None, seed: int = SVHN_SPLIT_SEED, downl
         val, train = order[:SVHN_FULL_VAL], order[SVHN_FULL_VAL:]
         parts = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x_test, y_test)}
         source, path = "full", str(full_dir)
-        what = (f"full SVHN from {full_dir} (torchvision): {len(train):,} training images, {len(val):,} "
+        what = (f"full SVHN from {SVHN_DIR} in the data root (torchvision): {len(train):,} training images, {len(val):,} "
                 f"validation images taken from the training set with seed {seed}, the {len(x_test):,} test images held out")
     elif sample.is_file():
         sums = sample.parent / "SHA256SUMS"
@@ -446,7 +446,7 @@ def load_svhn(root: Path | str | None = None, seed: int = SVHN_SPLIT_SEED, downl
         cuts = torch.split(order, [sizes["train"], sizes["val"], sizes["test"]])
         parts = {k: (x[idx], y[idx]) for k, idx in zip(("train", "val", "test"), cuts)}
         source, path = "sample", str(sample)
-        what = (f"the SVHN sample {sample} ({len(x):,} SVHN test images, not the full dataset), split with "
+        what = (f"the SVHN sample {SVHN_SAMPLE_FILE} in the data root ({len(x):,} SVHN test images, not the full dataset), split with "
                 f"seed {seed} into {sizes['train']:,} train / {sizes['val']:,} validation / {sizes['test']:,} "
                 "held-out images")
     else:

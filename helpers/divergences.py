@@ -414,7 +414,8 @@ def _real_images(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Ten
 def _generator_update(model: nn.Module, optimizer: torch.optim.Optimizer, loss_of_logits, n: int,
                       generator: torch.Generator | None) -> torch.Tensor:
     """One generator step on n fresh fakes: minimise loss_of_logits(judge(G(z))); the
-    discriminator's parameters get no gradient (they are frozen for this backward pass)."""
+    discriminator's parameters get no gradient (they are frozen for this backward pass). A GAN
+    with a weight average (ema > 0) updates it after the step."""
     fake = model.generator(model.latent(n, generator))
     model.discriminator.requires_grad_(False)
     try:
@@ -424,6 +425,8 @@ def _generator_update(model: nn.Module, optimizer: torch.optim.Optimizer, loss_o
         optimizer.step()
     finally:
         model.discriminator.requires_grad_(True)
+    if model.ema:
+        model.update_ema()
     return loss.detach()
 
 
@@ -503,11 +506,14 @@ def fit_gan(model: nn.Module, images: torch.Tensor, step, *, lr: float, betas: t
     """Train a `models.GAN` on images (N, C, S, S) in [0, 1] through `fit` with `step` (`dcgan_step`,
     or `wgan_gp_step` with its settings bound by functools.partial) and Adam(lr, betas) for each
     network (`gan_optimizers`); batches of `batch_size` in an order seeded by `seed`, resumable
-    from `resume_path` (see `fit`). After every epoch a GAN built with snapshots decodes its fixed
+    from `resume_path` (see `fit`). After every epoch a GAN with a weight average (ema > 0) measures
+    its averaged generator's batch-norm statistics afresh, and a GAN built with snapshots decodes its fixed
     codes into the next slot (`GAN.take_snapshot`); being in the state_dict, the record survives
     a resumed run. Returns fit's History: the step's scalars as per-epoch means ("train_<key>")
     and every `log_every` iterations (`History.steps`)."""
     def snapshot(m):
+        if m.ema:
+            m.refresh_ema_statistics()
         if m.snapshots:
             m.take_snapshot()
         return {}

@@ -280,24 +280,45 @@ class GAN(nn.Module):
     survives a resumed run): `fixed_noise` (SNAPSHOT_IMAGES, latent_dim), codes drawn once from
     seed 0, and room for `snapshots` decodings of them, filled in order by `take_snapshot()` (a
     recipe calls it after every epoch) and read back by `fixed_noise_snapshots()`.
+
+    ema > 0 keeps `generator_ema`, an exponential moving average of the generator's weights
+    (Yazici et al. 2019): after every generator step `update_ema()` moves each averaged weight a
+    fraction 1 - ema towards the trained one (ema = 0.999 averages over about the last 1,000
+    steps). The averaged network is then the one that samples and decodes (`sampler`); its batch-norm
+    statistics are not averaged but measured afresh on its own outputs by `refresh_ema_statistics()`
+    (which `divergences.fit_gan` calls after every epoch). The adversarial steps always train
+    `generator`.
     """
 
     SNAPSHOT_IMAGES = 16
+    EMA_STATISTICS_CODES = 10_000       # codes through the averaged generator to measure its batch norms
 
     def __init__(self, channels: int = 1, latent_dim: int = 100, width: int = 64, image_size: int = 28,
-                 pack: int = 1, d_norm: str | None = "batch", snapshots: int = 0):
+                 pack: int = 1, d_norm: str | None = "batch", snapshots: int = 0, ema: float = 0.0):
         super().__init__()
         if pack < 1:
             raise ValueError(f"pack must be >= 1, got {pack}")
         if snapshots < 0:
             raise ValueError(f"snapshots must be >= 0, got {snapshots}")
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0: no weight averaging), got {ema}")
         self.config = {"channels": channels, "latent_dim": latent_dim, "width": width, "image_size": image_size,
                        "pack": pack, "d_norm": d_norm}
         if snapshots:
             self.config["snapshots"] = snapshots
+        if ema:
+            self.config["ema"] = ema
         self.channels, self.latent_dim, self.image_size, self.pack = channels, latent_dim, image_size, pack
         self.generator = DCGANGenerator(latent_dim, width, channels, image_size)
         self.discriminator = DCGANDiscriminator(channels, width, d_norm, image_size, pack)
+        self.ema = float(ema)
+        if ema:
+            # built under a forked RNG, so the global RNG is where it would be without ema: the
+            # same recipe with and without averaging draws the same initial weights and noise
+            with torch.random.fork_rng(devices=[]):
+                self.generator_ema = DCGANGenerator(latent_dim, width, channels, image_size)
+            self.generator_ema.load_state_dict(self.generator.state_dict())
+            self.generator_ema.requires_grad_(False)
         self.snapshots = snapshots
         if snapshots:
             k = self.SNAPSHOT_IMAGES
@@ -343,7 +364,44 @@ class GAN(nn.Module):
         """(N, latent_dim) -> (N, C, S, S) images in [0, 1]."""
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"codes must have shape (N, {self.latent_dim}), got {tuple(z.shape)}")
-        return self.generator(z.to(self.device))
+        return self.sampler(z.to(self.device))
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The network that turns codes into images: `generator_ema` when the GAN averages its
+        generator's weights (ema > 0), else `generator`."""
+        return self.generator_ema if self.ema else self.generator
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """After a generator step: averaged weight <- ema * averaged + (1 - ema) * trained."""
+        if not self.ema:
+            raise ValueError("this GAN keeps no weight average (built with ema=0)")
+        for averaged, trained in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            averaged.lerp_(trained, 1.0 - self.ema)
+
+    @torch.no_grad()
+    def refresh_ema_statistics(self, batch_size: int = 500) -> None:
+        """Measure the averaged generator's batch-norm statistics afresh: each normalised feature's
+        mean and variance averaged over batches of `batch_size` of EMA_STATISTICS_CODES codes drawn
+        from seed 0 (the trained generator's running statistics belong to other weights)."""
+        if not self.ema:
+            raise ValueError("this GAN keeps no weight average (built with ema=0)")
+        norms = [m for m in self.generator_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None                       # a cumulative average over the batches below
+        was_training = self.generator_ema.training
+        self.generator_ema.train()
+        try:
+            codes = self.latent(self.EMA_STATISTICS_CODES, torch.Generator(device=self.device).manual_seed(0))
+            for chunk in codes.split(batch_size):
+                self.generator_ema(chunk)
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            self.generator_ema.train(was_training)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 2000) -> torch.Tensor:

@@ -19,16 +19,16 @@ from helpers.models import GAN
 from helpers.nets import DCGANDiscriminator, DCGANGenerator
 from helpers.verification import Classification
 
-GAN_RECIPES = ["dcgan_mnist", "dcgan_stacked", "pacgan_stacked", "wgan_gp_mnist"]
+GAN_RECIPES = ["dcgan_mnist", "dcgan_stacked", "pacgan_stacked", "dcgan_stacked_ema", "wgan_gp_mnist"]
 
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def tiny_gan(channels=1, pack=1, d_norm="batch", snapshots=0):
+def tiny_gan(channels=1, pack=1, d_norm="batch", snapshots=0, ema=0.0):
     with settings.forked_rng(0):
-        return GAN(channels=channels, latent_dim=8, width=4, pack=pack, d_norm=d_norm, snapshots=snapshots)
+        return GAN(channels=channels, latent_dim=8, width=4, pack=pack, d_norm=d_norm, snapshots=snapshots, ema=ema)
 
 
 def images(n, channels=1, seed=1):
@@ -184,19 +184,20 @@ def test_snapshots_record_the_fixed_codes_and_load_back_from_a_checkpoint(tmp_pa
         tiny_gan().take_snapshot()
 
 
-@pytest.mark.parametrize("kind", ["dcgan", "wgan_gp"])
+@pytest.mark.parametrize("kind", ["dcgan", "dcgan_ema", "wgan_gp"])
 def test_an_interrupted_gan_training_resumes_to_the_same_weights_and_snapshots(tmp_path, kind):
     """4 batches an epoch, 3 epochs; WGAN-GP with n_critic = 3, so its generator steps straddle the
-    epochs. A crash in epoch 2 resumes from the end of epoch 1."""
-    step = dcgan_step if kind == "dcgan" else functools.partial(wgan_gp_step, n_critic=3)
-    d_norm = "batch" if kind == "dcgan" else None
+    epochs. A crash in epoch 2 resumes from the end of epoch 1 (with its weight average, if any)."""
+    step = functools.partial(wgan_gp_step, n_critic=3) if kind == "wgan_gp" else dcgan_step
+    d_norm = None if kind == "wgan_gp" else "batch"
+    ema = 0.9 if kind == "dcgan_ema" else 0.0
     data = images(32)
 
     def train(gan, step, resume=None):
         return fit_gan(gan, data, step, lr=1e-3, betas=(0.5, 0.9), epochs=3, batch_size=8, seed=4,
                        resume_path=resume, progress=False, log_every=2)
 
-    reference = tiny_gan(d_norm=d_norm, snapshots=3)
+    reference = tiny_gan(d_norm=d_norm, snapshots=3, ema=ema)
     h_ref = train(reference, step)
 
     def crash_in_epoch_2(model, batch, optimizers, iteration):
@@ -205,9 +206,9 @@ def test_an_interrupted_gan_training_resumes_to_the_same_weights_and_snapshots(t
         return step(model, batch, optimizers, iteration)
     resume = tmp_path / "gan.pt"
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_gan(d_norm=d_norm, snapshots=3), crash_in_epoch_2, resume)
+        train(tiny_gan(d_norm=d_norm, snapshots=3, ema=ema), crash_in_epoch_2, resume)
     assert resume.exists()
-    resumed = tiny_gan(d_norm=d_norm, snapshots=3)
+    resumed = tiny_gan(d_norm=d_norm, snapshots=3, ema=ema)
     h = train(resumed, step, resume)
     assert not resume.exists()
     assert [e["epoch"] for e in h.epochs] == [1, 2, 3] and h.steps == h_ref.steps
@@ -216,6 +217,77 @@ def test_an_interrupted_gan_training_resumes_to_the_same_weights_and_snapshots(t
     assert int(resumed.snapshot_count) == 3
     if kind == "wgan_gp":
         assert sum(e["train_g_step"] for e in h.epochs) == pytest.approx(4 / 4)   # iterations 2, 5, 8, 11
+
+
+# ------------------------------------------------------------------ generator weight averaging
+
+def test_the_weight_average_follows_its_closed_form_and_samples_in_place_of_the_generator():
+    gan = tiny_gan(ema=0.9)
+    plain = tiny_gan()
+    assert gan.sampler is gan.generator_ema and plain.sampler is plain.generator
+    start = params(gan.generator_ema)
+    assert all(torch.equal(a, b) for a, b in zip(start, gan.generator.parameters()))    # starts as a copy
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.add_(1.0)
+    gan.update_ema()
+    for a, p, avg in zip(start, gan.generator.parameters(), gan.generator_ema.parameters()):
+        assert torch.allclose(avg, 0.9 * a + 0.1 * p)
+    gan.eval()
+    z = torch.randn(5, 8, generator=gen())
+    assert torch.equal(gan.decode(z), gan.generator_ema(z))
+    assert not torch.equal(gan.decode(z), gan.generator(z))
+    assert not any(p.requires_grad for p in gan.generator_ema.parameters())
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="ema must be in"):
+            tiny_gan(ema=bad)
+    with pytest.raises(ValueError, match="no weight average"):
+        tiny_gan().update_ema()
+
+
+def test_the_averaged_generators_batch_norm_statistics_are_measured_on_its_own_outputs():
+    gan = tiny_gan(ema=0.9)
+    n = GAN.EMA_STATISTICS_CODES
+    gan.refresh_ema_statistics(batch_size=n)                     # one batch: exact mean, unbiased variance
+    codes = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = gan.generator_ema.fc[0](codes)                # the input of the first batch norm
+    norm = gan.generator_ema.fc[1]
+    assert torch.allclose(norm.running_mean, features.mean(0), atol=1e-5)
+    assert torch.allclose(norm.running_var, features.var(0), rtol=1e-4, atol=1e-6)
+    assert norm.momentum == 0.1 and gan.generator_ema.training    # settings and mode given back
+
+
+def test_averaging_leaves_the_training_itself_unchanged():
+    """Same seed with and without ema: the trained networks end identical, only the sampler differs."""
+    data = images(32)
+
+    def train(gan):
+        fit_gan(gan, data, dcgan_step, lr=1e-3, betas=(0.5, 0.9), epochs=2, batch_size=8, seed=4, progress=False)
+        return gan
+    plain, averaged = train(tiny_gan()), train(tiny_gan(ema=0.9))
+    for a, b in zip(plain.generator.parameters(), averaged.generator.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(plain.discriminator.parameters(), averaged.discriminator.parameters()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(averaged.generator.parameters(),
+                                                      averaged.generator_ema.parameters()))
+
+
+def test_a_gan_with_a_weight_average_loads_back_from_a_checkpoint(tmp_path):
+    gan = tiny_gan(ema=0.99)
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.mul_(0.5)
+    gan.update_ema()
+    gan.refresh_ema_statistics()
+    checkpoints.save("tiny_gan_ema", gan, directory=tmp_path)
+    loaded = checkpoints.load("tiny_gan_ema", "cpu", directory=tmp_path)
+    assert loaded.ema == 0.99
+    for (key, a), b in zip(gan.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), key
+    z = torch.randn(4, 8, generator=gen())
+    assert torch.equal(loaded.eval().decode(z), gan.eval().decode(z))
 
 
 # ------------------------------------------------------------------ the stackedMNIST mode count

@@ -380,6 +380,18 @@ class GAN(nn.Module):
         for averaged, trained in zip(self.generator_ema.parameters(), self.generator.parameters()):
             averaged.lerp_(trained, 1.0 - self.ema)
 
+    def without_average(self) -> "GAN":
+        """A copy of this GAN without its weight average: the trained generator (the weights of the
+        last step, with their own batch-norm statistics) samples and decodes. The copy has its own
+        tensors; this GAN is unchanged."""
+        if not self.ema:
+            raise ValueError("this GAN keeps no weight average (built with ema=0)")
+        config = {k: v for k, v in self.config.items() if k != "ema"}
+        copy = GAN(**config).to(self.device)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("generator_ema.")}
+        copy.load_state_dict(state)
+        return copy.train(self.training)
+
     @torch.no_grad()
     def refresh_ema_statistics(self, batch_size: int = 500) -> None:
         """Measure the averaged generator's batch-norm statistics afresh: each normalised feature's

@@ -845,7 +845,7 @@ def _wgan_gp_mnist(device, resume) -> Trained:
     return _train_gan("wgan_gp_mnist", device, resume)
 
 
-def _evaluate_gan(model) -> dict:
+def _seed_summary(model) -> dict:
     """`gan_sample_scores` at every seed of GAN_SAMPLE_SEEDS, and the mean and standard deviation
     over the seeds of predictability, coverage, modes and KL (the spread of the sampling)."""
     runs = [gan_sample_scores(model, seed) for seed in GAN_SAMPLE_SEEDS]
@@ -853,6 +853,16 @@ def _evaluate_gan(model) -> dict:
     for key in ("predictability", "coverage", "modes", "kl"):
         values = torch.tensor([float(r[key]) for r in runs], dtype=torch.float64)
         out[key] = {"mean": round(values.mean().item(), 4), "sd": round(values.std().item(), 4)}
+    return out
+
+
+def _evaluate_gan(model) -> dict:
+    """`_seed_summary` of the GAN's samples; for a GAN with a weight average (ema > 0), also under
+    "last_step" the same summary of its trained generator (`GAN.without_average`), so the average
+    is compared with the generator of the same run at the same seeds."""
+    out = _seed_summary(model)
+    if model.ema:
+        out["last_step"] = _seed_summary(model.without_average())
     return out
 
 

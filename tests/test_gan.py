@@ -288,6 +288,12 @@ def test_a_gan_with_a_weight_average_loads_back_from_a_checkpoint(tmp_path):
         assert torch.equal(a, b), key
     z = torch.randn(4, 8, generator=gen())
     assert torch.equal(loaded.eval().decode(z), gan.eval().decode(z))
+    last = loaded.without_average()
+    assert last.ema == 0.0 and "ema" not in last.config and not hasattr(last, "generator_ema")
+    assert torch.equal(last.eval().decode(z), gan.generator(z))               # the trained generator samples
+    assert loaded.ema == 0.99 and torch.equal(loaded.decode(z), gan.decode(z))  # the original is unchanged
+    with pytest.raises(ValueError, match="no weight average"):
+        last.without_average()
 
 
 # ------------------------------------------------------------------ the stackedMNIST mode count
@@ -339,3 +345,17 @@ def test_the_gan_evaluation_gives_the_spread_over_sampling_seeds(verifier_only, 
     assert [r["seed"] for r in out["by_seed"]] == list(recipes.GAN_SAMPLE_SEEDS)
     assert {"mean", "sd"} == set(out["modes"]) and out["by_seed"][0]["samples"] == 256
     assert "evaluation" not in checkpoints.entry("pacgan_stacked")            # smoke mode stores nothing
+    assert "last_step" not in out
+
+
+def test_the_evaluation_of_a_weight_average_also_scores_the_last_steps_generator(verifier_only, smoke):
+    gan = tiny_gan(channels=3, ema=0.9)
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.mul_(-1.0)                                   # the trained generator differs from its average
+    checkpoints.save("dcgan_stacked_ema", gan)
+    out = recipes.evaluate("dcgan_stacked_ema")
+    last = out["last_step"]
+    assert [r["seed"] for r in last["by_seed"]] == [r["seed"] for r in out["by_seed"]]
+    expected = recipes.gan_sample_scores(gan.without_average(), recipes.GAN_SAMPLE_SEEDS[0])
+    assert last["by_seed"][0] == expected and out["by_seed"][0] == recipes.gan_sample_scores(gan)

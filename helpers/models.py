@@ -383,13 +383,15 @@ class GAN(nn.Module):
     def without_average(self) -> "GAN":
         """A copy of this GAN without its weight average: the trained generator (the weights of the
         last step, with their own batch-norm statistics) samples and decodes. The copy has its own
-        tensors; this GAN is unchanged."""
+        tensors and no snapshots (those were decoded by the average); building it leaves the global
+        RNG alone, and this GAN is unchanged."""
         if not self.ema:
             raise ValueError("this GAN keeps no weight average (built with ema=0)")
-        config = {k: v for k, v in self.config.items() if k != "ema"}
-        copy = GAN(**config).to(self.device)
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith("generator_ema.")}
-        copy.load_state_dict(state)
+        config = {k: v for k, v in self.config.items() if k not in ("ema", "snapshots")}
+        with torch.random.fork_rng(devices=[]):
+            copy = GAN(**config).to(self.device)
+        networks = ("generator.", "discriminator.")
+        copy.load_state_dict({k: v for k, v in self.state_dict().items() if k.startswith(networks)})
         return copy.train(self.training)
 
     @torch.no_grad()

@@ -275,7 +275,8 @@ def test_averaging_leaves_the_training_itself_unchanged():
 
 
 def test_a_gan_with_a_weight_average_loads_back_from_a_checkpoint(tmp_path):
-    gan = tiny_gan(ema=0.99)
+    gan = tiny_gan(ema=0.99, snapshots=2)
+    gan.take_snapshot()
     with torch.no_grad():
         for p in gan.generator.parameters():
             p.mul_(0.5)
@@ -288,9 +289,12 @@ def test_a_gan_with_a_weight_average_loads_back_from_a_checkpoint(tmp_path):
         assert torch.equal(a, b), key
     z = torch.randn(4, 8, generator=gen())
     assert torch.equal(loaded.eval().decode(z), gan.eval().decode(z))
+    state = torch.random.get_rng_state()
     last = loaded.without_average()
+    assert torch.equal(torch.random.get_rng_state(), state)                   # the global RNG is left alone
     assert last.ema == 0.0 and "ema" not in last.config and not hasattr(last, "generator_ema")
     assert torch.equal(last.eval().decode(z), gan.generator(z))               # the trained generator samples
+    assert last.snapshots == 0 and loaded.fixed_noise_snapshots().shape[0] == 1  # the average's record stays
     assert loaded.ema == 0.99 and torch.equal(loaded.decode(z), gan.decode(z))  # the original is unchanged
     with pytest.raises(ValueError, match="no weight average"):
         last.without_average()

@@ -94,8 +94,44 @@ class NormalMixture:
 
 def bimodal_f1() -> NormalMixture:
     """The f1 of the workbook's Problem 1.4: 0.3 N(-1.5, 0.5^2) + 0.7 N(1, 1.3^2). Bimodal and
-    skewed, with a lighter left tail and a heavier right tail than the standard normal f0."""
+    skewed: a narrow bump on the left, and far out on both sides (|x| beyond about 4) tails
+    heavier than the standard normal f0's, those of the wide component."""
     return NormalMixture([0.3, 0.7], [-1.5, 1.0], [0.5, 1.3])
+
+
+class SheetDistribution4:
+    """IFT6135 Problem 1.4's `distribution4` (the sampler of the assignment's repository): the law
+    of y = g(x) = tanh(2x + 1) + 0.75 x with x ~ N(0, 1). g is strictly increasing
+    (g'(x) = 2 (1 - tanh^2(2x + 1)) + 0.75 >= 0.75), so by the change of variables
+    f1(y) = phi(g^-1(y)) / g'(g^-1(y)) exactly; g^-1 by bisection in float64 on the bracket
+    [(y - 1) / 0.75, (y + 1) / 0.75], which holds because |tanh| < 1."""
+
+    BISECTIONS = 80
+
+    @staticmethod
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        """g(x) elementwise."""
+        return torch.tanh(2 * x + 1) + 0.75 * x
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """g^-1(y) elementwise, in float64."""
+        y = y.to(torch.float64)
+        lo, hi = (y - 1) / 0.75, (y + 1) / 0.75
+        for _ in range(self.BISECTIONS):
+            mid = (lo + hi) / 2
+            below = self.transform(mid) < y
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return (lo + hi) / 2
+
+    def density(self, y: torch.Tensor) -> torch.Tensor:
+        """f1(y) elementwise: any shape -> same shape (computed in float64, returned in y's dtype)."""
+        x = self.inverse(y)
+        slope = 2 * (1 - torch.tanh(2 * x + 1) ** 2) + 0.75
+        return (normal_density(x) / slope).to(y.dtype)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n draws: (n,) float32, g of standard normal draws."""
+        return self.transform(settings.randn((n,), generator, dtype=torch.float64)).to(torch.float32)
 
 
 # ------------------------------------------------------------------------------------- networks

@@ -372,11 +372,14 @@ class GAN(nn.Module):
         generator's weights (ema > 0), else `generator`."""
         return self.generator_ema if self.ema else self.generator
 
+    def _require_average(self) -> None:
+        if not self.ema:
+            raise ValueError("this GAN keeps no weight average (built with ema=0)")
+
     @torch.no_grad()
     def update_ema(self) -> None:
         """After a generator step: averaged weight <- ema * averaged + (1 - ema) * trained."""
-        if not self.ema:
-            raise ValueError("this GAN keeps no weight average (built with ema=0)")
+        self._require_average()
         for averaged, trained in zip(self.generator_ema.parameters(), self.generator.parameters()):
             averaged.lerp_(trained, 1.0 - self.ema)
 
@@ -385,8 +388,7 @@ class GAN(nn.Module):
         last step, with their own batch-norm statistics) samples and decodes. The copy has its own
         tensors and no snapshots (those were decoded by the average); building it leaves the global
         RNG alone, and this GAN is unchanged."""
-        if not self.ema:
-            raise ValueError("this GAN keeps no weight average (built with ema=0)")
+        self._require_average()
         config = {k: v for k, v in self.config.items() if k not in ("ema", "snapshots")}
         with torch.random.fork_rng(devices=[]):
             copy = GAN(**config).to(self.device)
@@ -399,8 +401,7 @@ class GAN(nn.Module):
         """Measure the averaged generator's batch-norm statistics afresh: each normalised feature's
         mean and variance averaged over batches of `batch_size` of EMA_STATISTICS_CODES codes drawn
         from seed 0 (the trained generator's running statistics belong to other weights)."""
-        if not self.ema:
-            raise ValueError("this GAN keeps no weight average (built with ema=0)")
+        self._require_average()
         norms = [m for m in self.generator_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in norms]
         for m in norms:

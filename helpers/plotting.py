@@ -355,3 +355,29 @@ def plot_prior_and_posterior(means: torch.Tensor, prior: torch.Tensor, labels: t
         ax.legend(handles, names, markerscale=4, fontsize=7, title="encoder means, by test label", title_fontsize=7,
                   **where)
     return ax
+
+
+def density_estimate_figure(grid: torch.Tensor, d_of_x: torch.Tensor, truth: torch.Tensor, estimate: torch.Tensor,
+                            f0: torch.Tensor, name: str, xlim=(-4.5, 5.5), log_xlim=None, sample_range=None):
+    """IFT6135 Problem 1.4's plot: on the left the discriminator output D(x), the true f1, the
+    estimate f0 D / (1 - D) and f0 over `grid` (all (G,)); on the right the densities on a log
+    scale, to show the tails, with `sample_range` = (low, high) of the f0 samples shaded if given.
+    `name` names f1 in the titles. Returns the figure."""
+    x = grid.numpy()
+    fig, (ax, ax_log) = plt.subplots(1, 2, figsize=(11, 3.9))
+    ax.plot(x, d_of_x.numpy(), color="tab:green", label="discriminator output D(x)")
+    ax.plot(x, truth.numpy(), color="black", lw=2.5, alpha=0.4, label=f"true $f_1$ ({name})")
+    ax.plot(x, estimate.numpy(), color="tab:red", label=r"estimate $f_0\,D/(1-D)$")
+    ax.plot(x, f0.numpy(), ":", color="grey", label="$f_0$ (standard normal)")
+    ax.set(xlim=xlim, xlabel="x", ylabel="density, or D(x)", title=f"{name}: discriminator and density estimate")
+    ax.legend(loc="upper center", fontsize=8)
+    ax_log.semilogy(x, truth.numpy(), color="black", lw=2.5, alpha=0.4, label="true $f_1$")
+    ax_log.semilogy(x, estimate.numpy(), color="tab:red", label="estimate")
+    ax_log.semilogy(x, f0.numpy(), ":", color="grey", label="$f_0$")
+    if sample_range is not None:
+        ax_log.axvspan(*sample_range, color="tab:blue", alpha=0.08, label="range of the $f_0$ samples")
+    ax_log.set(xlim=log_xlim, ylim=(1e-12, 1), xlabel="x", ylabel="density (log scale)",
+               title=f"{name} on a log scale: the tails")
+    ax_log.legend(loc="lower center", fontsize=8)
+    fig.tight_layout()
+    return fig

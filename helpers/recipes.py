@@ -776,9 +776,10 @@ def gan_sample_scores(model, seed: int = GAN_SAMPLE_SEEDS[0]) -> dict:
 
 def _fit_gan_recipe(name: str, images: torch.Tensor, s: dict, width: int, device, resume, latent_dim: int = 100):
     """A `models.GAN` (`latent_dim`, `width`, the channels and size of images (N, C, S, S), keeping a
-    snapshot per epoch, averaging its generator's weights when s has an "ema" decay) trained on the images with `divergences.fit_gan` and the settings `s`
-    (pack, d_norm, n_critic (None: `dcgan_step`, else `wgan_gp_step` with `penalty`), lr, betas,
-    batch_size, epochs), resumable from `resume`. Returns the model in eval mode and the History."""
+    snapshot per epoch) trained on the images with `divergences.fit_gan` and the settings `s` (pack,
+    d_norm, n_critic (None: `dcgan_step`, else `wgan_gp_step` with `penalty`), lr, betas,
+    batch_size, epochs, and optionally ema, the decay of a weight average of the generator),
+    resumable from `resume`. Returns the model in eval mode and the History."""
     from .divergences import dcgan_step, fit_gan, wgan_gp_step
     from .models import GAN
     model = GAN(channels=images.shape[1], latent_dim=latent_dim, width=width, image_size=images.shape[-1],
@@ -797,7 +798,7 @@ def _train_gan(name: str, device, resume) -> Trained:
     model, history = _fit_gan_recipe(name, x, s, width=64, device=device, resume=resume)
     metrics = {**gan_sample_scores(model), "epochs": len(history.epochs), "images_per_epoch": len(x),
                "batch_size": s["batch_size"]}
-    return Trained(model.eval(), metrics, history.to_dict(), s["mode"].name)
+    return Trained(model, metrics, history.to_dict(), s["mode"].name)
 
 
 @recipe("dcgan_mnist")

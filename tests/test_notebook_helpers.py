@@ -327,3 +327,17 @@ def test_show_decoded_plane_puts_latent_coordinates_on_the_axes():
     with pytest.raises(ValueError, match="n \\* n"):
         plotting.show_decoded_plane(torch.rand(8, 1, 28, 28), ((-3, 3), (-2, 2)))
     plt.close("all")
+
+
+def test_density_estimate_figure_draws_the_curves_it_is_given():
+    import matplotlib.pyplot as plt
+    grid = torch.linspace(-3, 3, 61)
+    f0 = torch.exp(-0.5 * grid ** 2) / math.sqrt(2 * math.pi)
+    d = torch.sigmoid(grid)
+    fig = plotting.density_estimate_figure(grid, d, 2 * f0, f0 * d / (1 - d), f0, "test law", sample_range=(-2.0, 2.0))
+    left, right = fig.axes
+    assert np.allclose(left.lines[0].get_ydata(), d.numpy())                       # D(x) first
+    assert np.allclose(right.lines[1].get_ydata(), (f0 * d / (1 - d)).numpy())     # the estimate
+    assert right.get_yscale() == "log" and "test law" in left.get_title()
+    assert len(right.get_legend().get_texts()) == 4                                 # with the shaded sample range
+    plt.close(fig)

@@ -7,6 +7,7 @@ import sys
 
 from . import checkpoints, recipes, settings
 from .data import DatasetCorruptError, DatasetNotFoundError
+from .training import ResumeError, ResumeMismatchError
 
 
 def _list() -> None:
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train checkpoints from their recipes and save them")
     train.add_argument("names", nargs="*", help=f"checkpoint names: {', '.join(sorted(recipes.RECIPES))}")
     train.add_argument("--all", action="store_true", help="train every checkpoint")
+    train.add_argument("--no-evaluate", action="store_true",
+                       help="skip the checkpoint's stored evaluations after training (they stay in the "
+                            "manifest, marked stale, until `python -m helpers evaluate NAME` runs)")
     ev = sub.add_parser("evaluate", help="run a checkpoint's heavy evaluation once and store it in the manifest")
     ev.add_argument("names", nargs="+", help=f"evaluation names (checkpoint or checkpoint:part): "
                     f"{', '.join(sorted(recipes.EVALUATIONS))}")
@@ -43,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("report", help="print the manifest's metrics and training times")
     args = parser.parse_args(argv)
     settings.keep_freed_memory()
+    try:
+        return _run(args, parser)
+    except (checkpoints.CheckpointError, ResumeError, ResumeMismatchError, DatasetNotFoundError,
+            DatasetCorruptError) as exc:
+        print(f"python -m helpers {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args, parser) -> int:
 
     if args.command == "train":
         names = sorted(recipes.RECIPES) if args.all else args.names
@@ -52,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown checkpoint(s) {unknown}; known: {sorted(recipes.RECIPES)}")
         for name in names:
-            recipes.train(name)
+            recipes.train(name, evaluate_after=not args.no_evaluate)
             print(f"{name}: {checkpoints.read_manifest().get(name, {}).get('metrics')}")
+            for key in ([] if settings.smoke_mode() else recipes.evaluations_of(name)):
+                part = key.partition(":")[2] or None
+                print(f"  evaluation {key}: {checkpoints.evaluation_status(name, part)}")
     elif args.command == "evaluate":
         unknown = [n for n in args.names if n not in recipes.EVALUATIONS]
         if unknown:

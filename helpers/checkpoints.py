@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import io
 import json
 import platform
 from pathlib import Path
@@ -105,10 +106,16 @@ def model_config(model: nn.Module) -> dict:
 
 def build_model(config: dict) -> nn.Module:
     """A fresh model from a manifest config {"class", "kwargs"} (classes in ARCHITECTURES only)."""
+    if not isinstance(config, dict) or not isinstance(config.get("kwargs", {}), dict):
+        raise CheckpointError(f"a manifest config must be {{'class': name, 'kwargs': {{...}}}}, got {config!r}")
     cls = ARCHITECTURES.get(config.get("class", ""))
     if cls is None:
         raise CheckpointError(f"unknown architecture {config.get('class')!r}; known: {sorted(ARCHITECTURES)}")
-    return cls(**config.get("kwargs", {}))
+    try:
+        return cls(**config.get("kwargs", {}))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"the manifest's config {config} cannot build {cls.__name__}: {exc}; restore the "
+                              f"manifest with git") from None
 
 
 def save(name: str, model: nn.Module, *, metrics: dict | None = None, data_mode: str | None = None,
@@ -126,7 +133,15 @@ def save(name: str, model: nn.Module, *, metrics: dict | None = None, data_mode:
         "history": history, "trained_seconds": trained_seconds, "versions": library_versions(),
         "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    update_manifest(lambda manifest: manifest.__setitem__(name, record), directory)
+    def change(manifest: dict) -> None:
+        old = manifest.get(name)
+        if isinstance(old, dict):   # earlier evaluations stay, each with the sha256 of what it scored:
+            for key in ("evaluation", "evaluations"):   # they are stale until re-run
+                if old.get(key):
+                    record[key] = old[key]
+        manifest[name] = record
+
+    update_manifest(change, directory)
     return path
 
 
@@ -145,54 +160,123 @@ def record_evaluation(name: str, evaluation: dict, directory: Path | None = None
     update_manifest(change, directory)
 
 
-def stored_evaluation(name: str, part: str | None = None, directory: Path | None = None) -> dict:
-    """The stored heavy evaluation of checkpoint `name` (or its named `part`); a CheckpointError
-    naming the command that computes it when there is none."""
-    meta = entry(name, directory)
-    found = meta.get("evaluation") if part is None else meta.get("evaluations", {}).get(part)
-    if found is None:
-        key = name if part is None else f"{name}:{part}"
-        raise CheckpointError(f"checkpoint {name!r} has no stored evaluation {key!r}; compute it with "
-                              f"`python -m helpers evaluate {key}`")
-    return found
-
-
 def exists(name: str, directory: Path | None = None) -> bool:
     directory = directory or settings.checkpoint_dir()
-    return name in read_manifest(directory) and (directory / f"{name}.pt").exists()
+    manifest = read_manifest(directory)
+    if name not in manifest:
+        return False
+    return checkpoint_path(name, directory, manifest[name]).exists()
+
+
+REQUIRED_KEYS = ("file", "sha256", "config")
 
 
 def entry(name: str, directory: Path | None = None) -> dict:
-    """The manifest entry of `name`; CheckpointError naming the known ones when absent."""
+    """The manifest entry of `name`; CheckpointError naming the known ones when absent, and when
+    the entry is malformed (not a mapping, or without its file, sha256 or config)."""
     directory = directory or settings.checkpoint_dir()
     manifest = read_manifest(directory)
     if name not in manifest:
         raise CheckpointError(f"no checkpoint named {name!r} in {directory / MANIFEST} "
                               f"(known: {sorted(manifest) or 'none'}); train it with "
                               f"`python -m helpers train {name}`")
-    return manifest[name]
+    meta = manifest[name]
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"manifest entry {name!r} in {directory / MANIFEST} is "
+                              f"{type(meta).__name__}, not a mapping; restore the manifest with git "
+                              f"or retrain with `python -m helpers train {name}`")
+    missing = [k for k in REQUIRED_KEYS if not meta.get(k)]
+    if missing:
+        raise CheckpointError(f"manifest entry {name!r} in {directory / MANIFEST} lacks {', '.join(missing)}; "
+                              f"restore the manifest with git or retrain with `python -m helpers train {name}`")
+    return meta
 
 
-def load(name: str, device: torch.device | str | None = None, directory: Path | None = None) -> nn.Module:
-    """The ready model of checkpoint `name`: built from its config, weights verified and loaded,
-    in eval mode, on `device` (default `settings.device()`)."""
+def checkpoint_path(name: str, directory: Path | None = None, meta: dict | None = None) -> Path:
+    """The weights file of checkpoint `name`: the manifest's "file", which must be a plain file name
+    inside the checkpoint folder (no folder part, no '..'); CheckpointError otherwise."""
+    directory = directory or settings.checkpoint_dir()
+    meta = meta if meta is not None else entry(name, directory)
+    file = meta.get("file") if isinstance(meta, dict) else None
+    if not isinstance(file, str) or not file or Path(file).name != file or file in {".", ".."}:
+        raise CheckpointError(f"manifest entry {name!r} names the file {file!r}, which is not a plain file "
+                              f"name inside {directory}; restore the manifest with git")
+    return directory / file
+
+
+def evaluation_key(name: str, part: str | None = None) -> str:
+    return name if part is None else f"{name}:{part}"
+
+
+def evaluation_status(name: str, part: str | None = None, directory: Path | None = None) -> str:
+    """"current" when a stored evaluation of `name` (or its `part`) scored the weights the manifest
+    names now (same sha256), "stale" when it scored other weights (the checkpoint was retrained
+    since), "missing" when there is none."""
+    meta = entry(name, directory)
+    found = meta.get("evaluation") if part is None else (meta.get("evaluations") or {}).get(part)
+    if not isinstance(found, dict):
+        return "missing"
+    return "current" if found.get("sha256") == meta["sha256"] else "stale"
+
+
+def stored_evaluation(name: str, part: str | None = None, directory: Path | None = None) -> dict:
+    """The stored heavy evaluation of checkpoint `name` (or its named `part`), when it scored the
+    weights the manifest names now. A CheckpointError of one line naming the command that computes
+    it when there is none, or when it is stale (it scored the weights of an earlier training)."""
+    status = evaluation_status(name, part, directory)
+    key = evaluation_key(name, part)
+    if status == "missing":
+        raise CheckpointError(f"checkpoint {name!r} has no stored evaluation {key!r}; compute it with "
+                              f"`python -m helpers evaluate {key}`")
+    meta = entry(name, directory)
+    found = meta["evaluation"] if part is None else meta["evaluations"][part]
+    if status == "stale":
+        raise CheckpointError(f"the stored evaluation {key!r} scored earlier weights of {name!r} (sha256 "
+                              f"{str(found.get('sha256'))[:12]}..., now {meta['sha256'][:12]}...); refresh it "
+                              f"with `python -m helpers evaluate {key}`")
+    return found
+
+
+def load_verified(name: str, device: torch.device | str | None = None, directory: Path | None = None
+                  ) -> tuple[nn.Module, str]:
+    """(model, sha256): the ready model of checkpoint `name` and the sha256 of the very bytes its
+    weights were read from (read once, hashed, checked against the manifest, then loaded), so an
+    evaluation can name the weights it scored even if the file is replaced meanwhile."""
     directory = directory or settings.checkpoint_dir()
     meta = entry(name, directory)
-    path = directory / meta["file"]
+    path = checkpoint_path(name, directory, meta)
     retrain = f"retrain it with `{meta.get('command') or f'python -m helpers train {name}'}`"
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} is missing; {retrain} or restore it with git")
-    digest = sha256_of(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     if digest != meta["sha256"]:
         raise CheckpointError(f"checkpoint {path} is corrupt: sha256 {digest[:12]}... does not match "
-                              f"the manifest's {meta['sha256'][:12]}...; {retrain} or restore it with git")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({exc}); {retrain}") from exc
+                              f"the manifest's {str(meta['sha256'])[:12]}...; {retrain} or restore it with git")
+    state = safe_torch_load(io.BytesIO(data), f"checkpoint {path}", retrain)
     model = build_model(meta["config"])
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit architecture {meta['config']}: {exc}") from exc
-    return model.to(device or settings.device()).eval()
+    return model.to(settings.resolve_device(device)).eval(), digest
+
+
+def load(name: str, device: torch.device | str | None = None, directory: Path | None = None) -> nn.Module:
+    """The ready model of checkpoint `name`: built from its config, weights verified and loaded,
+    in eval mode, on `device` (default `settings.device()`)."""
+    return load_verified(name, device, directory)[0]
+
+
+def safe_torch_load(source, what: str, remedy: str):
+    """torch.load(source, weights_only=True) of a state dict; a CheckpointError that names `what`
+    and `remedy` when the bytes are truncated, corrupt, or hold anything but tensors and plain
+    containers (torch's own advice to load such a file with weights_only=False is not passed on:
+    it would run pickled code)."""
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).split("\n")[0]
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "WeightsUnpickler" in str(exc):
+            reason = "it holds objects other than tensors, which are never unpickled here"
+        raise CheckpointError(f"{what} cannot be read ({type(exc).__name__}: {reason[:200]}); {remedy}") from None

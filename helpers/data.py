@@ -86,17 +86,24 @@ def validate_images(images: torch.Tensor, channels: tuple[int, ...] = (1, 3),
                     size: int = IMAGE_SIZE, name: str = "images") -> torch.Tensor:
     """Check that `images` is a float tensor (N, C, size, size) in [0, 1] with C in `channels`.
 
+    NaN and inf are refused, and so are other float types (float64: convert with .float()).
     Returns the tensor unchanged; raises TypeError/ValueError saying what was expected.
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, {size}, {size}), "
                         f"got {type(images).__name__}")
     if not images.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor with values in [0, 1], got dtype "
+        raise TypeError(f"{name} must be a float32 tensor with values in [0, 1], got dtype "
                         f"{images.dtype} (divide uint8 images by 255)")
+    if images.dtype != torch.float32:
+        raise TypeError(f"{name} must be float32 (the models' weights are float32), got {images.dtype}; "
+                        f"convert with images.float()")
     if images.dim() != 4 or images.shape[1] not in channels or images.shape[2:] != (size, size):
         want = " or ".join(f"(N, {c}, {size}, {size})" for c in channels)
         raise ValueError(f"{name} must have shape {want}, got {tuple(images.shape)}")
+    if images.numel() and not torch.isfinite(images).all():
+        bad = (~torch.isfinite(images)).flatten(1).any(1).sum().item()
+        raise ValueError(f"{name} hold NaN or infinite values (in {bad} of {len(images)} images)")
     if images.numel() and (images.min() < 0 or images.max() > 1):
         raise ValueError(f"{name} must have values in [0, 1], got range "
                          f"[{images.min().item():.3g}, {images.max().item():.3g}]")
@@ -126,23 +133,73 @@ def binarized_mnist(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"train": train, "val": val, "test": stochastic_binarize(x_test, seed=2 * seed + 1)}
 
 
+MNIST_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+               False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000)}
+
+
+def check_mnist_md5(root: Path | str, train: bool) -> None:
+    """When `root`/MNIST/raw/MD5SUMS lists a file of this split (lines "md5  path", the path
+    relative to `root` or a bare name), the file's md5 must match it: DatasetCorruptError otherwise."""
+    import hashlib
+    raw = Path(root) / "MNIST" / "raw"
+    sums = raw / "MD5SUMS"
+    if not sums.is_file():
+        return
+    expected = {}
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            expected[Path(parts[-1].lstrip("*")).name] = parts[0].lower()
+    for name in MNIST_FILES[bool(train)][:2]:
+        path = raw / name
+        if name not in expected or not path.is_file():
+            continue
+        h = hashlib.md5()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != expected[name]:
+            raise DatasetCorruptError(f"{path} is corrupt: md5 {h.hexdigest()} does not match {sums}'s "
+                                      f"{expected[name]}; copy the file again")
+
+
+def check_mnist_arrays(images: torch.Tensor, labels: torch.Tensor, train: bool, where: Path | str) -> None:
+    """Shape and label sanity of a split as read: uint8 images (N, 28, 28) and labels 0..9, N =
+    60,000 (train) or 10,000 (test); DatasetCorruptError naming `where` otherwise."""
+    n = MNIST_FILES[bool(train)][2]
+    if tuple(images.shape) != (n, IMAGE_SIZE, IMAGE_SIZE) or images.dtype != torch.uint8:
+        raise DatasetCorruptError(f"MNIST under {where} has images {images.dtype} {tuple(images.shape)}, expected "
+                                  f"uint8 ({n}, 28, 28); copy the files again")
+    if tuple(labels.shape) != (n,) or (n and (int(labels.min()) < 0 or int(labels.max()) > 9)):
+        raise DatasetCorruptError(f"MNIST under {where} has labels of shape {tuple(labels.shape)} in "
+                                  f"[{int(labels.min())}, {int(labels.max())}], expected ({n},) in 0..9; "
+                                  f"copy the files again")
+
+
 @functools.lru_cache(maxsize=4)
 def _load_mnist_cached(root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     import torchvision  # imported here: slow to import and only needed for the files
 
+    raw = Path(root) / "MNIST" / "raw"
+    check_mnist_md5(root, train)
     try:
         ds = torchvision.datasets.MNIST(root, train=train, download=False)
     except RuntimeError as missing:
         if "not found" not in str(missing).lower():
-            raise
+            raise DatasetCorruptError(f"MNIST under {raw} cannot be read ({missing}); copy the files "
+                                      f"again") from None
         try:  # only the download is guarded: a corrupt file on disk raises its own error
             ds = torchvision.datasets.MNIST(root, train=train, download=True)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; torchvision wraps mirror failures
             raise DatasetNotFoundError(
-                f"MNIST not found under {Path(root) / 'MNIST' / 'raw'} and download failed: {exc}. "
+                f"MNIST not found under {raw} and download failed: {exc}. "
                 "Point the environment variable DGM_DATA_DIR at a folder that holds MNIST/raw/ "
                 "in torchvision's layout, or connect to the internet so it can be downloaded."
             ) from exc
+    except (ValueError, IndexError, OSError) as exc:     # a truncated idx file
+        raise DatasetCorruptError(f"MNIST under {raw} cannot be read ({type(exc).__name__}: {exc}); copy the "
+                                  f"files again") from None
+    check_mnist_arrays(ds.data, ds.targets, train, raw)
     return ds.data, ds.targets
 
 
@@ -273,7 +330,7 @@ class MNISTData:
         return f"MNISTData({self.mode.name}, seed={self.seed}, n_train={self.n_train}, n_test={self.n_test})"
 
 
-# --- SVHN (IFT6135 Problem 3, issue 11) -----------------------------------------------------------
+# --- SVHN (IFT6135 Problem 3) --------------------------------------------------------------------
 # Images are (N, 3, 32, 32) float32 in [0, 1], labels int64 (N,) with 0..9 (SVHN's label 10 is the
 # digit 0). Two sources, the first that is on disk under the data root:
 #   full:   <root>/SVHN/train_32x32.mat and test_32x32.mat, read by torchvision.datasets.SVHN (which

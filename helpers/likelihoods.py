@@ -314,23 +314,33 @@ class Categorical(Likelihood):
 
 
 class UnitGaussian(Likelihood):
-    """Gaussian pixels of unit variance around the mean m = sigmoid(a): p(x|z) = N(x; g(z), I) with
-    g(z) = sigmoid(decoder(z)) (IFT6135 Problem 3's VAE). log p(x|z) = -1/2 sum_d [log(2 pi) +
-    (x_d - m_d)^2], i.e. minus half the squared error up to a constant."""
+    """Gaussian pixels of a fixed standard deviation sigma around the mean m = sigmoid(a):
+    p(x|z) = N(x; g(z), sigma^2 I) with g(z) = sigmoid(decoder(z)). With sigma = 1 (the default) this
+    is IFT6135 Problem 3's N(x; g(z), I) on pixels in [0, 1]; sigma < 1 is the same model on pixels
+    measured in units of sigma (x / sigma), whose density differs by the constant D log sigma.
+    log p(x|z) = -1/2 sum_d [log(2 pi sigma^2) + (x_d - m_d)^2 / sigma^2]."""
 
     name = "unit_gaussian"
 
+    def __init__(self, sigma: float = 1.0):
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+        self.sigma = float(sigma)
+
+    def config(self):
+        return {} if self.sigma == 1.0 else {"sigma": self.sigma}
+
     def log_prob_pixels(self, params, x):
-        return -0.5 * (math.log(2 * math.pi) + (x - torch.sigmoid(params)) ** 2)
+        return -0.5 * (math.log(2 * math.pi * self.sigma ** 2) + ((x - torch.sigmoid(params)) / self.sigma) ** 2)
 
     def mean(self, params):
         return torch.sigmoid(params)
 
     def sample(self, params, generator=None):
-        """(N, C, H, W) -> (N, C, H, W) m + eps, eps ~ N(0, 1), clipped to [0, 1] for display."""
+        """(N, C, H, W) -> (N, C, H, W) m + sigma eps, eps ~ N(0, 1), clipped to [0, 1] for display."""
         m = torch.sigmoid(params)
         eps = settings.randn(m.shape, generator, device=m.device, dtype=m.dtype)
-        return (m + eps).clamp(0.0, 1.0)
+        return (m + self.sigma * eps).clamp(0.0, 1.0)
 
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {cls.name: cls for cls in (Bernoulli, Gaussian, Beta, Categorical,

@@ -14,14 +14,28 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import settings
 from .data import validate_images
 from .models import reparameterize
 from .priors import diagonal_normal_log_prob
 
 
+def _check_positive(value, name: str) -> int:
+    """A count that must be a whole number >= 1 (bool refused); returns it as int."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
 @torch.no_grad()
 def batched(fn, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    """Apply fn((B, ...)) -> (B, ...) over x in batches without gradients; result on CPU."""
+    """Apply fn((B, ...)) -> (B, ...) over x in batches without gradients; result on CPU.
+    An empty x or a batch_size below 1 is refused with a ValueError."""
+    _check_positive(batch_size, "batch_size")
+    if len(x) == 0:
+        raise ValueError("got an empty batch of images (N = 0); pass at least one image")
     return torch.cat([fn(x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
 
 
@@ -80,6 +94,9 @@ def prior_log_px_bernoulli(model: nn.Module, x: torch.Tensor, n_samples: int = 1
     Returns (M,) in nats.
     """
     validate_images(x, channels=(model.channels,), size=model.image_size)
+    _check_positive(n_samples, "n_samples")
+    if len(x) == 0:
+        raise ValueError("got an empty batch of images (N = 0); pass at least one image")
     if model.likelihood.name != "bernoulli":
         raise ValueError(f"prior_log_px_bernoulli needs a Bernoulli decoder, this VAE has {model.likelihood.name!r}")
     device = model.device
@@ -160,6 +177,10 @@ def importance_log_px(model: nn.Module, x: torch.Tensor, n_samples: int = 200, b
     """`importance_log_likelihood` over images x (M, C, S, S) in batches, with K = n_samples
     samples from the encoder per image (a progress bar with `progress`). Returns (M,) on the CPU."""
     validate_images(x, channels=(model.channels,), size=model.image_size)
+    _check_positive(n_samples, "n_samples")
+    _check_positive(batch_size, "batch_size")
+    if len(x) == 0:
+        raise ValueError("got an empty batch of images (N = 0); pass at least one image")
     out = []
     for xb in tqdm(x.split(batch_size), desc=f"log p(x), K = {n_samples}", disable=not progress, leave=False):
         z = sample_posterior(model, xb, n_samples, generator)
@@ -237,6 +258,33 @@ def check_agreement(name: str, live: float, stored: float, se: float, limit: flo
     return Agreement(name, float(live), float(stored), float(se), float(limit), digits)
 
 
+class Reproduction(NamedTuple):
+    """A stored result recomputed exactly (the same images, seed and settings): `ok` when the
+    live result equals the stored one. Printing it gives one readable line."""
+    name: str
+    ok: bool
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'reproduced' if self.ok else 'NOT REPRODUCED'}"
+
+
+def confirm(*checks) -> bool:
+    """Print each live-vs-stored check (`Agreement`, `SubsetCheck`, `Reproduction`) on one line and
+    return whether all hold. When one fails, stop with an AssertionError, except under
+    DGM_SMOKE=1, where the models may be two-batch retrainings whose numbers are not the shipped
+    ones: then a note says so and the notebook goes on."""
+    for check in checks:
+        print(check)
+    failed = [c for c in checks if not c.ok]
+    if failed and not settings.smoke_mode():
+        raise AssertionError(f"{len(failed)} of {len(checks)} live recomputations disagree with the stored "
+                             f"evaluation (see the lines above); if the checkpoint was retrained, refresh its "
+                             f"evaluation with `python -m helpers evaluate NAME`")
+    if failed:
+        print("smoke run: these live numbers come from a smoke-size run and are not expected to agree")
+    return not failed
+
+
 def subset_difference_se(sd: float, m: int, n: int) -> float:
     """Standard error of (mean of the first m of n values) - (mean of all n), for values with
     standard deviation sd: sd * sqrt(1/m - 1/n). It is what a live recomputation on a subset is
@@ -309,6 +357,15 @@ def independent_channels_kl(frequencies: torch.Tensor, n: int, draws: int = 20,
         kls.append(_histogram_kl((digits * place).sum(1), 10 ** c))
     kls = torch.tensor(kls, dtype=torch.float64)
     return kls.mean().item(), kls.std().item()
+
+
+def format_optional(value, spec: str) -> str:
+    """`format(value, spec)`, or "-" right-aligned to the spec's width when value is None (e.g. a
+    KL among confident images when no image is confident)."""
+    if value is None:
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "-".rjust(int(width) if width else 1)
+    return format(value, spec)
 
 
 def generation_summary(result, tolerance: float) -> dict:

@@ -36,6 +36,30 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
     return mu + std * eps
 
 
+def check_codes(z: torch.Tensor, latent_dim: int) -> torch.Tensor:
+    """Check that codes z are a finite float32 tensor (N, latent_dim); returns z unchanged."""
+    if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != latent_dim:
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"codes must have shape (N, {latent_dim}), got {got}")
+    if z.dtype != torch.float32:
+        raise TypeError(f"codes must be float32, got {z.dtype}; convert with z.float()")
+    if z.numel() and not torch.isfinite(z).all():
+        raise ValueError(f"codes hold NaN or infinite values (in {(~torch.isfinite(z)).any(1).sum().item()} "
+                         f"of {len(z)} codes)")
+    return z
+
+
+def check_count(n, what: str = "n") -> int:
+    """A sample count: a non-negative int (bool refused); returns it. ValueError/TypeError otherwise."""
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not (isinstance(n, torch.Tensor) and n.dim() == 0
+                                                               and not n.is_floating_point()):
+        raise TypeError(f"{what} must be a whole number of images, got {n!r} ({type(n).__name__})")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"{what} must be >= 0, got {n}")
+    return n
+
+
 class _ImageModel(nn.Module):
     channels: int
     latent_dim: int
@@ -45,10 +69,7 @@ class _ImageModel(nn.Module):
         return validate_images(x, channels=(self.channels,), size=self.image_size)
 
     def _check_codes(self, z: torch.Tensor) -> torch.Tensor:
-        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
-            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-            raise ValueError(f"codes must have shape (N, {self.latent_dim}), got {got}")
-        return z
+        return check_codes(z, self.latent_dim)
 
     def check_batch(self, data: tuple[torch.Tensor, ...]) -> None:
         """Check training data (images, ...) once before `fit` runs the unchecked `loss`."""
@@ -118,6 +139,7 @@ class AutoEncoder(_ImageModel):
         """n images decoded from codes ~ the fitted Gaussian ("fitted") or N(0, I) ("standard")."""
         if prior not in ("fitted", "standard"):
             raise ValueError(f"prior must be 'fitted' or 'standard', got {prior!r}")
+        n = check_count(n)
         eps = settings.randn((n, self.latent_dim), generator, device=self.device)
         z = eps if prior == "standard" else self.code_mean + eps @ self.code_scale_tril.T
         return self.decode(z)
@@ -204,7 +226,8 @@ class VAE(_ImageModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images: decoder means at z ~ p(z)."""
+        """n images (n, C, S, S): decoder means at z ~ p(z); n = 0 gives an empty batch."""
+        n = check_count(n)
         return self.decode(self.prior.sample(n, generator, device=self.device))
 
     @torch.no_grad()
@@ -261,6 +284,7 @@ class ChannelWise(nn.Module):
 
     def sample(self, n: int, **kwargs) -> torch.Tensor:
         """n images whose channels are independent mono samples."""
+        n = check_count(n)
         return self._join(self.mono.sample(n * self.channels, **kwargs))
 
     def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
@@ -362,9 +386,7 @@ class GAN(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(N, latent_dim) -> (N, C, S, S) images in [0, 1]."""
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"codes must have shape (N, {self.latent_dim}), got {tuple(z.shape)}")
-        return self.sampler(z.to(self.device))
+        return self.sampler(check_codes(z, self.latent_dim).to(self.device))
 
     @property
     def sampler(self) -> nn.Module:
@@ -422,6 +444,11 @@ class GAN(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 2000) -> torch.Tensor:
         """n generated images (n, C, S, S) in [0, 1], made in eval mode (batch norm's running
         statistics), in batches of `batch_size`."""
+        n = check_count(n)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if n == 0:
+            return torch.empty(0, self.channels, self.image_size, self.image_size, device=self.device)
         was_training = self.training
         self.eval()
         out = torch.cat([self.decode(self.latent(min(batch_size, n - s), generator)) for s in range(0, n, batch_size)])

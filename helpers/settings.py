@@ -33,9 +33,39 @@ def smoke_mode() -> bool:
     return os.environ.get("DGM_SMOKE", "0").strip().lower() in {"1", "true", "yes"}
 
 
+SMOKE_BANNER = "smoke run: two batches, numbers are not the shipped ones"
+
+
+def smoke_banner() -> None:
+    """Print the one-line smoke-run banner under DGM_SMOKE=1 (a notebook's setup cell calls it);
+    nothing otherwise."""
+    if smoke_mode():
+        print(SMOKE_BANNER)
+
+
 def device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(requested: torch.device | str | None = None) -> torch.device:
+    """The torch.device to use: `device()` when `requested` is None, else `requested` after checking
+    that this machine has it (a ValueError naming it otherwise, e.g. "cuda" without a GPU)."""
+    if requested is None:
+        return device()
+    try:
+        dev = torch.device(requested)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{requested!r} is not a device name (expected 'cpu' or 'cuda'): {exc}") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available()
+                               or (dev.index is not None and dev.index >= torch.cuda.device_count())):
+        raise ValueError(f"device {str(dev)!r} is not available on this machine (no such CUDA GPU); "
+                         f"use 'cpu' or leave the device unset")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device 'mps' is not available on this machine; use 'cpu' or leave the device unset")
+    if dev.type not in {"cpu", "cuda", "mps"}:
+        raise ValueError(f"device {str(dev)!r} is not supported here; use 'cpu' or 'cuda'")
+    return dev
 
 
 def seed_everything(seed: int = 0) -> None:

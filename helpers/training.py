@@ -38,6 +38,10 @@ class ResumeMismatchError(RuntimeError):
     """A resume file was written by a run with other settings."""
 
 
+class ResumeError(RuntimeError):
+    """A resume file cannot be read: truncated, corrupt, or not written by `fit`."""
+
+
 class EarlyStopping:
     """Stop when the monitored value has not improved by more than `min_delta` for `patience`
     consecutive epochs. mode "min": lower is better (a loss); "max": higher is better.
@@ -205,6 +209,33 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def read_resume_state(path: Path | str) -> dict:
+    """The state a run wrote to `path` after its last finished epoch (see `fit`). A truncated,
+    corrupt or foreign file is refused with a ResumeError that names it and how to discard it."""
+    path = Path(path)
+    remedy = f"delete it (rm {path}) to train afresh"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).split("\n")[0][:160]
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it holds objects other than tensors, which are never unpickled here"
+        raise ResumeError(f"the resume file {path} cannot be read ({type(exc).__name__}: {reason}); {remedy}") from None
+    needed = ("model", "optimizers", "history", "epoch", "rng", "fingerprint")
+    if not isinstance(state, dict) or any(k not in state for k in needed):
+        raise ResumeError(f"the resume file {path} is not a training state written by fit; {remedy}")
+    return state
+
+
+def read_resume_seconds(path: Path | str | None) -> float:
+    """The seconds of the finished epochs recorded in the resume file at `path` (0 when there is
+    none): the training time that earlier processes spent on a run that resumes from it."""
+    if path is None or not Path(path).exists():
+        return 0.0
+    history = read_resume_state(path)["history"]
+    return float(sum(e.get("seconds", 0.0) for e in history.get("epochs", [])))
+
+
 def fit(model: nn.Module, loss_fn: LossFn | None = None, train_data: Sequence[torch.Tensor] | None = None,
         val_data: Sequence[torch.Tensor] | None = None, *, epochs: int = 10, batch_size: int = 128,
         optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
@@ -279,7 +310,7 @@ def fit(model: nn.Module, loss_fn: LossFn | None = None, train_data: Sequence[to
         history, best_state, start_epoch = History(), None, 0
         resume_path = Path(resume_path) if resume_path else None
         if resume_path and resume_path.exists():
-            state = torch.load(resume_path, map_location=device, weights_only=True)
+            state = read_resume_state(resume_path)
             old = state.get("fingerprint", {})
             for key in sorted(set(fp) | set(old)):
                 if old.get(key) != fp.get(key):
@@ -298,6 +329,9 @@ def fit(model: nn.Module, loss_fn: LossFn | None = None, train_data: Sequence[to
             best_state = state.get("best_model")
             start_epoch = state["epoch"] + 1
             _set_rng_state(state["rng"])
+            if progress:
+                tqdm.write(f"resuming {desc} from epoch {start_epoch + 1} of {epochs} ({start_epoch} finished, state in "
+                           f"{resume_path})")
 
         iteration = start_epoch * steps_per_epoch
         per_epoch = progress is True

@@ -193,7 +193,8 @@ def test_a_named_evaluation_is_stored_beside_the_main_one(ckpt_dir, monkeypatch,
     from helpers import checkpoints, recipes
     from helpers.__main__ import main
     checkpoints.save("tiny", tiny_vae(), metrics={"m": 1.0})
-    monkeypatch.setattr(recipes, "EVALUATIONS", dict(recipes.EVALUATIONS))
+    for key in ("tiny", "tiny:extra"):          # registered below; removed again after the test
+        monkeypatch.setitem(recipes.EVALUATIONS, key, None)
     recipes.evaluation("tiny")(lambda model: {"main": 1})
     recipes.evaluation("tiny", part="extra")(lambda model: {"extra": 2, "latent": model.latent_dim})
     assert main(["evaluate", "tiny"]) == 0
@@ -223,11 +224,11 @@ def test_the_encoder_free_evaluation_in_smoke_size_stores_nothing(smoke, monkeyp
     def refuse(*args, **kwargs):
         raise AssertionError("a smoke run must not store an evaluation")
     monkeypatch.setattr(checkpoints, "record_evaluation", refuse)
-    monkeypatch.setattr(recipes, "_count", lambda n: 24)
-    monkeypatch.setattr(recipes, "EF_CHUNK", 12)
-    monkeypatch.setattr(recipes, "EF_LIVE", 12)
-    monkeypatch.setattr(recipes, "EF_K", 3)
-    monkeypatch.setattr(recipes, "EF_DRAWS", 2)
+    monkeypatch.setattr(recipes.latent_models, "smoke_count", lambda n: 24)
+    monkeypatch.setattr(recipes.latent_models, "EF_CHUNK", 12)
+    monkeypatch.setattr(recipes.latent_models, "EF_LIVE", 12)
+    monkeypatch.setattr(recipes.latent_models, "EF_K", 3)
+    monkeypatch.setattr(recipes.latent_models, "EF_DRAWS", 2)
     result = recipes.evaluate("vae_z100:encoder_free", device="cpu")
     json.dumps(result)
     assert result["command"] == "python -m helpers evaluate vae_z100:encoder_free" and result["images"] == 24

@@ -316,6 +316,6 @@ def test_svhn_vae_evaluation_log_px_is_at_least_the_elbo_on_average(tmp_path, sm
             torch.manual_seed(0)
             model = VAE(channels=3, latent_dim=8, width=8, likelihood="unit_gaussian", arch="dcgan", image_size=32,
                         **prior).eval()
-        out = recipes._evaluate_svhn_vae(model)
+        out = recipes.svhn._evaluate_svhn_vae(model)
         assert out["images"] == 200 and len(out["test_log_px"]["values"]) == 200
         assert out["test_log_px"]["mean"] >= out["test_elbo"]["mean"] - 0.05

@@ -1,0 +1,160 @@
+"""The GANs of notebooks 09 and 10: DCGAN on MNIST, stacked DCGAN and PacGAN2, the weight-averaged
+DCGAN, WGAN-GP; recipes and their stored multi-seed evaluations."""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .. import settings
+from ..data import DataMode, MNISTData
+from .registry import EVALUATIONS, Trained, _rounded, load_verifier, recipe
+
+
+# ==================================================================================================
+# --- GANs (notebooks 09 and 10): DCGAN, stacked DCGAN and PacGAN2, WGAN-GP -------------
+# Every GAN trains through `divergences.fit_gan` (the one `fit`, with `dcgan_step` or `wgan_gp_step`)
+# on all 60,000 training images of its data mode, keeps the decoding of 16 fixed codes after every
+# epoch in its state_dict (`GAN.take_snapshot`, for the notebooks' progress grids), resumes from
+# its last finished epoch, and is scored at the end with the verification net on samples from
+# torch.Generator().manual_seed(0). Budgets: CPU time per epoch measured in short runs of the
+# recipe on one core (OMP_NUM_THREADS=1, AMD EPYC, other jobs running), times the epochs; with
+# two cores a run takes less. `python -m helpers evaluate NAME` stores the spread over the seeds.
+
+GAN_MONO_SAMPLES = 10_000       # scored samples of a mono GAN (as notebooks 02 and 03's generators)
+GAN_STACKED_SAMPLES = 26_000    # the stackedMNIST mode count of VEEGAN and PacGAN: 26,000 samples
+GAN_SAMPLE_SEEDS = (0, 1, 2)    # sampling seeds of the stored evaluation; the training metrics use the first
+
+GAN_SETTINGS = {
+    # CIL Series 9 Problem 3 follows the TensorFlow DCGAN tutorial, which trains on MNIST's grey
+    # values (scaled to [-1, 1] for its tanh); our generator ends in a sigmoid, so grey values in
+    # [0, 1]: MONO_FLOAT_COMPLETE. Adam 2e-4, betas (0.5, 0.999) and batch 64 as Radford et al.
+    "dcgan_mnist": dict(mode=DataMode.MONO_FLOAT_COMPLETE, pack=1, d_norm="batch", n_critic=None,
+                        lr=2e-4, betas=(0.5, 0.999), batch_size=64, epochs=30),
+    # stackedMNIST (three grey MNIST training digits as R, G, B; MNISTData's 60,000, seed 0)
+    "dcgan_stacked": dict(mode=DataMode.COLOR_FLOAT_COMPLETE, pack=1, d_norm="batch", n_critic=None,
+                          lr=2e-4, betas=(0.5, 0.999), batch_size=64, epochs=9),
+    # the same with the one change against mode collapse: PacGAN2 (the discriminator judges pairs)
+    "pacgan_stacked": dict(mode=DataMode.COLOR_FLOAT_COMPLETE, pack=2, d_norm="batch", n_critic=None,
+                           lr=2e-4, betas=(0.5, 0.999), batch_size=64, epochs=9),
+    # dcgan_stacked with one change against its uneven digit frequencies: the samples come from an
+    # exponential moving average of the generator's weights (decay 0.999 per generator step, about
+    # one epoch of 938 steps; Yazici et al. 2019), the training itself unchanged
+    "dcgan_stacked_ema": dict(mode=DataMode.COLOR_FLOAT_COMPLETE, pack=1, d_norm="batch", n_critic=None,
+                              lr=2e-4, betas=(0.5, 0.999), batch_size=64, epochs=9, ema=0.999),
+    # WGAN-GP with the DCGAN's generator; the critic has no normalisation (the penalty is per
+    # sample), lambda 10, n_critic 5, Adam 1e-4 with betas (0.5, 0.9) as Gulrajani et al.'s
+    # released MNIST code (their paper gives (0, 0.9)), batch 64
+    "wgan_gp_mnist": dict(mode=DataMode.MONO_FLOAT_COMPLETE, pack=1, d_norm=None, n_critic=5, penalty=10.0,
+                          lr=1e-4, betas=(0.5, 0.9), batch_size=64, epochs=30),
+}
+
+
+@torch.no_grad()
+def gan_sample_scores(model, seed: int = GAN_SAMPLE_SEEDS[0]) -> dict:
+    """The verifier's view of a generator's samples (n, C, 28, 28), drawn from
+    torch.Generator().manual_seed(seed): n = 10,000 mono or 26,000 stacked (256 under DGM_SMOKE=1);
+    predictability and coverage at IT3030's tolerance (0.8 mono, 0.5 stacked), and modes and KL to
+    uniform with every sample counted by its argmax class (VEEGAN's and PacGAN's protocol)."""
+    from ..metrics import draw_samples, generation_quality
+    n = 256 if settings.smoke_mode() else (GAN_STACKED_SAMPLES if model.channels == 3 else GAN_MONO_SAMPLES)
+    samples = draw_samples(model, n, torch.Generator().manual_seed(seed), progress=True)
+    return {"samples": n, "seed": seed, **_rounded(generation_quality(load_verifier(), samples), 4)}
+
+
+def fit_gan_recipe(name: str, images: torch.Tensor, s: dict, width: int, device, resume, latent_dim: int = 100):
+    """A `models.GAN` (`latent_dim`, `width`, the channels and size of images (N, C, S, S), keeping a
+    snapshot per epoch) trained on the images with `divergences.fit_gan` and the settings `s` (pack,
+    d_norm, n_critic (None: `dcgan_step`, else `wgan_gp_step` with `penalty`), lr, betas,
+    batch_size, epochs, and optionally ema, the decay of a weight average of the generator),
+    resumable from `resume`. Returns the model in eval mode and the History."""
+    from ..divergences import dcgan_step, fit_gan, wgan_gp_step
+    from ..models import GAN
+    model = GAN(channels=images.shape[1], latent_dim=latent_dim, width=width, image_size=images.shape[-1],
+                pack=s.get("pack", 1), d_norm=s["d_norm"], snapshots=s["epochs"], ema=s.get("ema", 0.0)).to(device)
+    step = (functools.partial(wgan_gp_step, n_critic=s["n_critic"], penalty=s["penalty"]) if s.get("n_critic")
+            else dcgan_step)
+    history = fit_gan(model, images, step, lr=s["lr"], betas=s["betas"], epochs=s["epochs"], batch_size=s["batch_size"],
+                      resume_path=resume, fingerprint={"recipe": name, "settings": s}, desc=name)
+    return model.eval(), history
+
+
+def _train_gan(name: str, device, resume) -> Trained:
+    """Train GAN_SETTINGS[name] with `divergences.fit_gan` (resumable from `resume`); score its samples."""
+    s = GAN_SETTINGS[name]
+    x, _ = MNISTData(s["mode"]).get_full_data_set(training=True)
+    model, history = fit_gan_recipe(name, x, s, width=64, device=device, resume=resume)
+    metrics = {**gan_sample_scores(model), "epochs": len(history.epochs), "images_per_epoch": len(x),
+               "batch_size": s["batch_size"]}
+    return Trained(model, metrics, history.to_dict(), s["mode"].name)
+
+
+@recipe("dcgan_mnist")
+def _dcgan_mnist(device, resume) -> Trained:
+    """CIL Series 9 Problem 3: a DCGAN (z of size 100, transposed convolutions 7 -> 14 -> 28, a
+    CNN discriminator with batch norm) on grey MNIST, BCE with the non-saturating generator loss.
+    Budget: 8 epochs of 60,000 images at 3.3 min of one core each, plus 0.3 min of scoring: about
+    27 min on one core."""
+    return _train_gan("dcgan_mnist", device, resume)
+
+
+@recipe("dcgan_stacked")
+def _dcgan_stacked(device, resume) -> Trained:
+    """The plain DCGAN on stackedMNIST (3 channels, 1000 modes), for the VEEGAN/PacGAN mode count:
+    dcgan_mnist's networks (3 channels in and out) and optimiser.
+    Budget: 9 epochs of 60,000 images (PacGAN's: 50 of 128,000) at 3.2 min of one core each, plus
+    1.3 min of scoring 26,000 samples: about 30 min on one core."""
+    return _train_gan("dcgan_stacked", device, resume)
+
+
+@recipe("pacgan_stacked")
+def _pacgan_stacked(device, resume) -> Trained:
+    """PacGAN2 on stackedMNIST: dcgan_stacked with a discriminator that judges two samples stacked
+    along the channels (Lin et al. 2018); the same data, epochs and optimiser. Budget: 9 epochs of
+    60,000 images at 2.0 min of one core each (the discriminator judges half as many inputs), plus
+    1.3 min of scoring: about 19 min on one core."""
+    return _train_gan("pacgan_stacked", device, resume)
+
+
+@recipe("dcgan_stacked_ema")
+def _dcgan_stacked_ema(device, resume) -> Trained:
+    """dcgan_stacked whose samples come from an exponential moving average of the generator's
+    weights (decay 0.999; `models.GAN` with ema): the same data, networks, initial weights,
+    optimiser and epochs, so the two differ by the averaging alone. Budget: as dcgan_stacked, about
+    30 min on one core."""
+    return _train_gan("dcgan_stacked_ema", device, resume)
+
+
+@recipe("wgan_gp_mnist")
+def _wgan_gp_mnist(device, resume) -> Trained:
+    """WGAN-GP on grey MNIST with the DCGAN's generator and a critic without normalisation:
+    lambda 10, 5 critic steps per generator step, Adam 1e-4 betas (0.5, 0.9), batch 64. Budget: 10
+    epochs of 60,000 images (9,380 critic and 1,876 generator steps) at 2.7 min of one core each,
+    plus 0.3 min of scoring: about 27 min on one core."""
+    return _train_gan("wgan_gp_mnist", device, resume)
+
+
+def _seed_summary(model) -> dict:
+    """`gan_sample_scores` at every seed of GAN_SAMPLE_SEEDS, and the mean and standard deviation
+    over the seeds of predictability, coverage, modes and KL (the spread of the sampling)."""
+    runs = [gan_sample_scores(model, seed) for seed in GAN_SAMPLE_SEEDS]
+    out = {"by_seed": runs}
+    for key in ("predictability", "coverage", "modes", "kl"):
+        values = torch.tensor([float(r[key]) for r in runs], dtype=torch.float64)
+        out[key] = {"mean": round(values.mean().item(), 4), "sd": round(values.std().item(), 4)}
+    return out
+
+
+def _evaluate_gan(model) -> dict:
+    """`_seed_summary` of the GAN's samples; for a GAN with a weight average (ema > 0), also under
+    "last_step" the same summary of its trained generator (`GAN.without_average`), so the average
+    is compared with the generator of the same run at the same seeds."""
+    out = _seed_summary(model)
+    if model.ema:
+        out["last_step"] = _seed_summary(model.without_average())
+    return out
+
+
+for _name in GAN_SETTINGS:
+    EVALUATIONS[_name] = _evaluate_gan
+# --- end of the GAN section -------------------------------------------------------------------------

@@ -39,6 +39,52 @@ def interpolate(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor | 
     return (1 - w) * start + w * end
 
 
+def moment_kl(u: torch.Tensor) -> float:
+    """KL(N(m, S) || N(0, I)) of the Gaussian N(m, S) fitted to codes u (N, L) by their mean and
+    covariance: 1/2 (tr S + |m|^2 - L - log det S), in nats. Zero when the first two moments match
+    N(0, I); blind to anything beyond them; biased upwards for finite N (N >= L + 1 needed)."""
+    if u.dim() != 2 or len(u) <= u.shape[1]:
+        raise ValueError(f"u must be (N, L) with N > L, got {tuple(u.shape)}")
+    u = u.double()
+    mean, cov = u.mean(0), torch.cov(u.T)
+    return 0.5 * (torch.trace(cov) + mean @ mean - u.shape[1] - torch.logdet(cov)).item()
+
+
+@torch.no_grad()
+def dimension_sweeps(model, z: torch.Tensor, dims, epsilons: torch.Tensor) -> dict[int, torch.Tensor]:
+    """For one code z (L,) and each dimension i in `dims`, the images decoded at z + eps e_i for
+    every eps in `epsilons` (E,): {i: (E, C, H, W)} on the CPU. With eps = 0 among the epsilons
+    that column is decode(z) itself."""
+    if z.dim() != 1:
+        raise ValueError(f"z must be one code (L,), got {tuple(z.shape)}")
+    epsilons = torch.as_tensor(epsilons, dtype=z.dtype, device=z.device)
+    out = {}
+    for i in dims:
+        shifted = z.unsqueeze(0).repeat(len(epsilons), 1)
+        shifted[:, int(i)] += epsilons
+        out[int(i)] = model.decode(shifted).cpu()
+    return out
+
+
+@torch.no_grad()
+def interpolation_confidence(model, verifier, z_a: torch.Tensor, z_b: torch.Tensor,
+                             alphas: torch.Tensor) -> dict[str, list[float]]:
+    """IFT6135 Problem 3's latent against data interpolation, scored: for pairs of codes z_a, z_b
+    (N, L) and each alpha, the verifier's mean top-digit confidence on (a) decode(alpha z_a +
+    (1 - alpha) z_b) and (b) alpha decode(z_a) + (1 - alpha) decode(z_b). Returns {"latent": [...],
+    "data": [...]}, one value per alpha. verifier: anything with `classify(images).confidence`."""
+    if z_a.shape != z_b.shape or z_a.dim() != 2:
+        raise ValueError(f"z_a and z_b must be (N, L) of equal shape, got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
+    device = next(model.parameters()).device
+    x_a, x_b = model.decode(z_a.to(device)).cpu(), model.decode(z_b.to(device)).cpu()
+    out = {"latent": [], "data": []}
+    for a in torch.as_tensor(alphas).tolist():
+        mixed = model.decode((a * z_a + (1 - a) * z_b).to(device)).cpu()
+        out["latent"].append(verifier.classify(mixed).confidence.mean().item())
+        out["data"].append(verifier.classify(a * x_a + (1 - a) * x_b).confidence.mean().item())
+    return out
+
+
 @torch.no_grad()
 def perturb_dimensions(model, z: torch.Tensor, epsilon: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """IFT6135 Problem 3's disentanglement probe: for one code z (L,), decode z + epsilon e_i for

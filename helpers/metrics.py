@@ -285,6 +285,19 @@ def confirm(*checks) -> bool:
     return not failed
 
 
+def live_accuracy_check(name: str, model: nn.Module, verifier, x: torch.Tensor, labels: torch.Tensor, stored: dict,
+                        m: int, tolerance: float) -> Agreement:
+    """The reconstruction accuracy of the first m images of x (N, C, 28, 28) with labels (N,),
+    recomputed live and set against a stored accuracy over stored["n"] images (stored["accuracy"]),
+    within the standard error of an m-image subset of them (`subset_difference_se`); m is at most n
+    (a smoke-size evaluation stores fewer images)."""
+    p, n = stored["accuracy"], stored["n"]
+    m = min(m, n)
+    live = reconstruction_accuracy(model, verifier, x[:m], labels[:m], tolerance=tolerance)
+    return check_agreement(f"{name}: accuracy of the first {m:,} test images vs the stored {n:,}", live, p,
+                           subset_difference_se(math.sqrt(p * (1 - p)), m, n))
+
+
 def subset_difference_se(sd: float, m: int, n: int) -> float:
     """Standard error of (mean of the first m of n values) - (mean of all n), for values with
     standard deviation sd: sd * sqrt(1/m - 1/n). It is what a live recomputation on a subset is
@@ -357,6 +370,51 @@ def independent_channels_kl(frequencies: torch.Tensor, n: int, draws: int = 20,
         kls.append(_histogram_kl((digits * place).sum(1), 10 ** c))
     kls = torch.tensor(kls, dtype=torch.float64)
     return kls.mean().item(), kls.std().item()
+
+
+def kl_decomposition(summary: dict, draws: int = 20, seed: int = 0) -> dict:
+    """Where a stacked generator's KL to uniform comes from, from its stored `generation_summary`
+    (digit_frequencies (3, 10), channel_kl, kl, n): the per-channel KLs and their sum, the KL that
+    independent channels with exactly these digit frequencies would give at the same n (mean and
+    sd over `draws` simulated histograms, `independent_channels_kl`, seeded), and the rest of the
+    measured KL, "dependence" (digits that co-occur more or less often than chance)."""
+    freqs = torch.tensor(summary["digit_frequencies"], dtype=torch.float64)
+    expected, spread = independent_channels_kl(freqs / freqs.sum(1, keepdim=True), summary["n"], draws=draws,
+                                               generator=torch.Generator().manual_seed(seed))
+    return {"channel_kl": list(summary["channel_kl"]), "channel_sum": float(sum(summary["channel_kl"])),
+            "independent": expected, "independent_sd": spread, "measured": summary["kl"],
+            "dependence": summary["kl"] - expected}
+
+
+def estimator_spread(model: nn.Module, x: torch.Tensor, draws: int = 200,
+                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The noise of a single-draw ELBO estimate per image: for each image of x (M, C, S, S), the
+    standard deviation over `draws` draws of each of `elbo_estimators`' two estimators, on the same
+    draws. Returns {estimator: (M,)}."""
+    _check_positive(draws, "draws")
+    out: dict[str, list[float]] = {}
+    for i in range(len(x)):
+        values = elbo_estimators(model, x[i:i + 1].expand(draws, -1, -1, -1), generator=generator)
+        for key, v in values.items():
+            out.setdefault(key, []).append(v.std().item())
+    return {key: torch.tensor(v) for key, v in out.items()}
+
+
+PUBLISHED_STACKED_MODES = (("DCGAN (published)", 99, 3.40), ("VEEGAN (published)", 150, 2.95),
+                           ("PacGAN2 (published)", 1000, 0.06))
+"""stackedMNIST (name, modes, KL to uniform) as published, 26,000 samples scored by each paper's own
+classifier: DCGAN and VEEGAN from Srivastava et al. (NeurIPS 2017, Table 2), PacGAN2 from Lin et al.
+(NeurIPS 2018, Table 2). Reference points, not a like-for-like comparison."""
+
+
+def top_confusions(confusion: torch.Tensor, k: int = 3) -> list[tuple[int, int, int]]:
+    """The k largest off-diagonal cells of a confusion matrix (rows true, columns predicted) as
+    (true class, predicted class, count), largest first; cells with a count of 0 are left out."""
+    errors = torch.as_tensor(confusion).clone().long()
+    errors.fill_diagonal_(0)
+    counts, flat = errors.flatten().sort(descending=True)
+    n = errors.shape[1]
+    return [(int(i) // n, int(i) % n, int(c)) for c, i in zip(counts[:k], flat[:k]) if c > 0]
 
 
 def format_optional(value, spec: str) -> str:
@@ -475,6 +533,18 @@ class SubsetCheck(NamedTuple):
     def __str__(self) -> str:
         word = "reproduces" if self.reproduced else "DOES NOT REPRODUCE"
         return f"{self.agreement}; {word} the stored mean of the same images, {self.stored_subset:.2f}"
+
+
+def subset_check(name: str, live: torch.Tensor, stored: dict, n_total: int, tolerance: float,
+                 digits: int = 2) -> SubsetCheck:
+    """A live recomputation of the first m = len(live) values of a stored summary {"mean", "sd",
+    "live_mean"} over n_total values (e.g. `recipes.value_summary`): the live mean against the
+    stored mean within the standard error of an m-value subset, and against the stored mean of the
+    same m values within `tolerance`."""
+    m = len(live)
+    agreement = check_agreement(f"{name}: first {m}", live.double().mean().item(), stored["mean"],
+                                subset_difference_se(stored["sd"], m, n_total), digits=digits)
+    return SubsetCheck(agreement, stored["live_mean"], tolerance)
 
 
 def log_px_live_checks(model: nn.Module, x: torch.Tensor, stored: dict, channelwise: bool = False,

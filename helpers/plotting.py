@@ -41,8 +41,10 @@ def show_images(images: torch.Tensor, titles: Sequence | None = None, ncols: int
     return fig
 
 
-def show_rows(rows: dict[str, torch.Tensor], ncols: int | None = None, scale: float = 1.0):
-    """One row of images per entry {row label: (N, C, H, W)}, e.g. originals above reconstructions."""
+def show_rows(rows: dict[str, torch.Tensor], ncols: int | None = None, scale: float = 1.0,
+              column_titles: Sequence[str] | None = None):
+    """One row of images per entry {row label: (N, C, H, W)}, e.g. originals above reconstructions;
+    column_titles: a title above each column of the first row (e.g. the perturbation epsilon)."""
     ncols = ncols or max(len(v) for v in rows.values())
     fig, axes = plt.subplots(len(rows), ncols, figsize=(scale * 1.0 * ncols + 1.2, scale * 1.05 * len(rows)),
                              squeeze=False)
@@ -56,6 +58,8 @@ def show_rows(rows: dict[str, torch.Tensor], ncols: int | None = None, scale: fl
             if c < len(arr):
                 ax.imshow(arr[c], cmap="gray" if arr.ndim == 3 else None, vmin=0, vmax=1, interpolation="nearest")
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    for c, title in enumerate((column_titles or [])[:ncols]):
+        axes[0, c].set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -102,12 +106,16 @@ def plot_confusion(true: torch.Tensor, predicted: torch.Tensor, n_classes: int =
     return cm
 
 
-def plot_elbo_curves(meta: dict, ax=None):
-    """Per-epoch ELBO (minus the logged loss) on training and validation data from a checkpoint's
-    manifest entry, with the best epoch marked. The training curve is the ELBO of the whole training
-    set after each epoch where the recipe recorded it ("train_set_loss"), else the running mean of
-    the minibatch ELBOs during the epoch (the weights change while it is computed)."""
-    epochs = meta["history"]["epochs"]
+def plot_elbo_curves(meta: dict, ax=None, objective: str = "ELBO", reference: tuple[float, str] | None = None,
+                     from_epoch: int = 1):
+    """Per-epoch `objective` (minus the logged loss; "ELBO" unless the recipe optimises something
+    else) on training and validation data from a checkpoint's manifest entry, with the best epoch
+    marked. The training curve is the objective on the whole training set after each epoch where the
+    recipe recorded it ("train_set_loss"), else the running mean over the epoch's minibatches (the
+    weights change while it is computed). reference: (value, label) drawn as a horizontal line (e.g.
+    a sheet's threshold); from_epoch: the first epoch drawn (a first epoch far below the rest would
+    squash the axis)."""
+    epochs = [e for e in meta["history"]["epochs"] if e["epoch"] >= from_epoch]
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
     xs = [e["epoch"] for e in epochs]
@@ -119,7 +127,9 @@ def plot_elbo_curves(meta: dict, ax=None):
     best = meta["history"].get("best_epoch")
     if best:
         ax.axvline(best, color="k", ls=":", lw=1, label=f"best epoch {best}")
-    ax.set_xlabel("epoch"), ax.set_ylabel("ELBO per image (nats)")
+    if reference is not None:
+        ax.axhline(reference[0], color="tab:red", ls="--", lw=1, label=reference[1])
+    ax.set_xlabel("epoch"), ax.set_ylabel(f"{objective} per image (nats)")
     ax.legend(), ax.grid(alpha=0.3)
     return ax
 
@@ -136,12 +146,13 @@ def pairs_grid(originals: torch.Tensor, partners: torch.Tensor, pairs_per_row: i
 
 
 def decoder_report(name: str, model, meta: dict, test_images: torch.Tensor, generator: torch.Generator,
-                   n_prior: int = 16):
+                   n_prior: int = 16, objective: str = "ELBO"):
     """The figures 2AMU20 Tasks 1b and 1d ask of one VAE: its ELBO curves from the manifest entry
     `meta`; the test images (N, 1, 28, 28) beside reconstructions x' ~ p(x | z), z ~ q(z | x); and
-    `n_prior` new images from z ~ p(z): the decoder mean and a draw x' ~ p(x | z)."""
-    plot_elbo_curves(meta).set_title(f"{name}: ELBO per epoch ({len(meta['history']['epochs'])} epochs, "
-                                     f"{meta['trained_seconds']:.0f} s)")
+    `n_prior` new images from z ~ p(z): the decoder mean and a draw x' ~ p(x | z). `objective` names
+    what the curves show (2AMU20 Task 2d's model optimises a cross-entropy objective, not an ELBO)."""
+    plot_elbo_curves(meta, objective=objective).set_title(
+        f"{name}: {objective} per epoch ({len(meta['history']['epochs'])} epochs, {meta['trained_seconds']:.0f} s)")
     with torch.no_grad():
         _, recon = model.mean_and_sample(model.sample_posterior_codes(test_images, generator=generator), generator=generator)
         mean, sample = model.mean_and_sample(model.prior.sample(n_prior, generator, device=model.device), generator=generator)
@@ -221,16 +232,19 @@ DIGIT_COLOURS = plt.get_cmap("tab10")
 
 def plot_codes(codes: torch.Tensor, labels: torch.Tensor, ax=None, title: str | None = None, limits=None,
                axis_labels: tuple[str, str] = ("z1", "z2"), point_size: float = 4.0, legend: bool = True):
-    """Scatter of 2-D codes (N, 2) coloured by digit label (N,), one legend entry per digit.
+    """Scatter of 2-D codes (N, 2) coloured by digit label (N,), one legend entry per digit, the
+    points drawn in a fixed random order (drawing digit by digit would hide earlier digits).
     limits: ((x_lo, x_hi), (y_lo, y_hi)) to share axes between panels. Returns the Axes."""
     if codes.dim() != 2 or codes.shape[1] != 2 or len(codes) != len(labels):
         raise ValueError(f"codes must be (N, 2) with N labels, got {tuple(codes.shape)} and {len(labels)} labels")
     ax = ax or plt.subplots(figsize=(5, 5))[1]
     c, y = codes.detach().cpu().numpy(), labels.cpu().numpy()
-    for digit in range(10):
-        at = y == digit
-        ax.scatter(c[at, 0], c[at, 1], s=point_size, color=DIGIT_COLOURS(digit), label=f"digit {digit}", alpha=0.7,
-                   rasterized=True)
+    # one scatter in a fixed random order, so that no digit is drawn over all the others
+    order = np.random.default_rng(0).permutation(len(c))
+    ax.scatter(c[order, 0], c[order, 1], s=point_size, c=[DIGIT_COLOURS(int(d)) for d in y[order]], alpha=0.7,
+               rasterized=True)
+    for digit in range(10):                       # legend entries only
+        ax.scatter([], [], s=point_size, color=DIGIT_COLOURS(digit), label=f"digit {digit}")
     if limits is not None:
         ax.set_xlim(*limits[0]), ax.set_ylim(*limits[1])
     ax.set_xlabel(axis_labels[0]), ax.set_ylabel(axis_labels[1])

@@ -117,6 +117,30 @@ class LatentExplorer2D(_Explorer):
         self.sliders[0].value, self.sliders[1].value = z1, z2
 
     @torch.no_grad()
+    def static_figure(self, points, n_codes: int | None = None):
+        """The explorer's view for several slider positions at once, for a printed report: the
+        scatter with each point marked A, B, C, ... and the image decoded at each. points: a list of
+        (z1, z2). Returns the matplotlib Figure."""
+        from . import plotting
+        import matplotlib.pyplot as plt
+        points = [(_finite_in(a, *self.limits[0], "z1"), _finite_in(b, *self.limits[1], "z2")) for a, b in points]
+        codes = self.codes if n_codes is None else self.codes[:n_codes]
+        labels = self.labels if n_codes is None else self.labels[:n_codes]
+        fig = plt.figure(figsize=(11, 4.2))
+        ax = fig.add_axes([0.05, 0.12, 0.42, 0.8])
+        plotting.plot_codes(codes, labels, ax=ax, limits=self.limits, point_size=3,
+                            title=f"{self.title}: {len(points)} slider positions")
+        decoded = self.model.decode(torch.tensor(points, dtype=torch.float32)).cpu()
+        for i, (z1, z2) in enumerate(points):
+            name = chr(ord("A") + i)
+            ax.plot(z1, z2, marker="X", color="k", markersize=11)
+            ax.annotate(name, (z1, z2), xytext=(6, 6), textcoords="offset points", fontsize=12, weight="bold")
+            axi = fig.add_axes([0.52 + 0.155 * i, 0.25, 0.14, 0.55])
+            axi.imshow(decoded[i, 0].numpy(), cmap="gray", vmin=0, vmax=1), axi.set_xticks([]), axi.set_yticks([])
+            axi.set_title(f"{name}: decoded at\n({z1:+.1f}, {z2:+.1f})", fontsize=10)
+        return fig
+
+    @torch.no_grad()
     def update(self, change=None) -> None:
         point = (self.sliders[0].value, self.sliders[1].value)
         self.image = self.model.decode(torch.tensor([point], dtype=torch.float32)).cpu()

@@ -69,7 +69,7 @@ def test_the_command_line_evaluates_after_training_unless_told_not_to(tiny_recip
     assert "evaluation tiny: stale" in out and "evaluation tiny:extra: stale" in out
 
 
-def test_in_smoke_mode_a_stale_evaluation_is_recomputed_not_stored(tiny_recipe, monkeypatch):
+def test_in_smoke_mode_the_evaluation_is_recomputed_not_stored(tiny_recipe, monkeypatch):
     recipes.train("tiny")
     recipes.evaluate("tiny")
     recipes.train("tiny")

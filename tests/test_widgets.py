@@ -87,3 +87,17 @@ def test_explorer_shows_as_its_widget_with_a_short_text_fallback():
                 widgets.CompletionExplorer):         # lines short enough for the PDF report's verbatim width
         lines = f"{cls.__name__}: {cls.summary}\n".splitlines() + text.splitlines()[1:]
         assert all(len(line) <= 80 for line in lines), lines
+
+
+def test_static_figure_shows_the_explorer_view_for_several_points():
+    vae = tiny_vae()
+    codes = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    explorer = widgets.LatentExplorer2D(vae, codes, torch.arange(50) % 10, title="tiny")
+    points = [(-0.5, 0.0), (0.3, 0.2)]
+    fig = explorer.static_figure(points)
+    decoded = vae.decode(torch.tensor(points)).detach()
+    shown = [ax.images[0].get_array() for ax in fig.axes[1:]]
+    assert len(shown) == 2 and all(torch.allclose(torch.as_tensor(s, dtype=torch.float32), d[0], atol=1e-6)
+                                   for s, d in zip(shown, decoded))
+    with pytest.raises(ValueError, match="z1 must be a finite number"):
+        explorer.static_figure([(float("nan"), 0.0)])

@@ -28,7 +28,7 @@ from .autoencoders import (  # noqa: F401
     generative_metrics, mono_binary_splits, prior_comparison_values,
 )
 from .likelihood_vaes import (  # noqa: F401
-    BINARIZATION_SEED, LIKELIHOOD_VAES,
+    BINARIZATION_SEED, LIKELIHOOD_VAES, Z100_EPOCH_CAP,
 )
 from .latent_models import (  # noqa: F401
     COMPLETION_METHODS, EF_CHUNK, EF_IMAGES, EF_SEED, EF_DRAWS, EF_K, EF_LIVE, EF_RANDOM_FRACTION, completion_scores,

@@ -120,17 +120,21 @@ def evaluate(name: str, device: torch.device | str | None = None) -> dict:
     return result
 
 
+_SMOKE_EVALUATIONS: dict[str, dict] = {}
+
+
 def stored_evaluation(name: str, part: str | None = None) -> dict:
     """What a notebook reads: the stored evaluation of checkpoint `name` (or its `part`) when it
-    scored the current weights. Under DGM_SMOKE=1, a missing or stale one is recomputed on the
-    smoke subsets (and not stored), so a notebook's retraining path runs end to end; otherwise a
-    CheckpointError of one line names the command that refreshes it."""
-    try:
+    scored the current weights; a CheckpointError of one line naming the command that refreshes it
+    when it is missing or stale. Under DGM_SMOKE=1 the evaluation is recomputed on the smoke
+    subsets instead (once per process, not stored), so that a notebook's retraining path runs end
+    to end on data and numbers of one size."""
+    if not settings.smoke_mode():
         return checkpoints.stored_evaluation(name, part)
-    except checkpoints.CheckpointError:
-        if not settings.smoke_mode():
-            raise
-        return evaluate(checkpoints.evaluation_key(name, part))
+    key = checkpoints.evaluation_key(name, part)
+    if key not in _SMOKE_EVALUATIONS:
+        _SMOKE_EVALUATIONS[key] = evaluate(key)
+    return _SMOKE_EVALUATIONS[key]
 
 
 def load_verifier(device: torch.device | str | None = None) -> Verifier:

@@ -1,0 +1,151 @@
+"""Helpers that notebook cells call instead of carrying their own logic: each against an
+independent reference (torch.distributions, closed forms, a direct loop)."""
+import math
+
+import pytest
+import torch
+
+from helpers import latent, metrics, settings
+from helpers.likelihoods import make_likelihood
+from helpers.models import VAE
+from helpers.recipes import kl_per_dimension
+
+
+def test_unit_gaussian_with_sigma_is_normal_with_that_sd():
+    lik = make_likelihood("unit_gaussian", sigma=0.2)
+    params = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    reference = torch.distributions.Normal(torch.sigmoid(params), 0.2).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(lik.log_prob(params, x), reference, atol=1e-4)
+    assert lik.config() == {"sigma": 0.2} and make_likelihood("unit_gaussian").config() == {}
+    for bad in (0.0, -1.0, float("nan"), float("inf"), "0.2"):
+        with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+            make_likelihood("unit_gaussian", sigma=bad)
+
+
+def test_kl_per_dimension_against_torch_distributions():
+    vae = VAE(channels=3, latent_dim=5, width=4, likelihood="unit_gaussian", arch="dcgan", image_size=32).eval()
+    x = torch.rand(7, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    kl = kl_per_dimension(vae, x, batch=3)
+    with torch.no_grad():
+        mu, logvar = vae.posterior(x)
+    reference = torch.distributions.kl_divergence(torch.distributions.Normal(mu, (0.5 * logvar).exp()),
+                                                  torch.distributions.Normal(0.0, 1.0)).mean(0)
+    assert kl.shape == (5,) and torch.allclose(kl, reference, atol=1e-5)
+
+
+def test_moment_kl_against_the_gaussian_kl():
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(4000, 3, generator=g) @ torch.tensor([[1.5, 0.0, 0.0], [0.3, 0.7, 0.0], [0.0, 0.2, 1.1]]) + 0.4
+    mean, cov = u.double().mean(0), torch.cov(u.double().T)
+    reference = torch.distributions.kl_divergence(torch.distributions.MultivariateNormal(mean, cov),
+                                                  torch.distributions.MultivariateNormal(torch.zeros(3, dtype=torch.float64),
+                                                                                         torch.eye(3, dtype=torch.float64)))
+    assert latent.moment_kl(u) == pytest.approx(reference.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="N > L"):
+        latent.moment_kl(torch.randn(3, 3))
+
+
+class Decoder(torch.nn.Module):
+    """decode(z) = sigmoid of a fixed linear map: a tiny model with the interface of a VAE's decoder."""
+
+    def __init__(self, latent_dim=4):
+        super().__init__()
+        self.lin = torch.nn.Linear(latent_dim, 28 * 28)
+        torch.nn.init.normal_(self.lin.weight, generator=torch.Generator().manual_seed(0))
+
+    def decode(self, z):
+        return torch.sigmoid(self.lin(z)).view(len(z), 1, 28, 28)
+
+
+def test_dimension_sweeps_against_a_direct_loop():
+    model = Decoder()
+    z = torch.randn(4, generator=torch.Generator().manual_seed(1))
+    eps = torch.tensor([-1.0, 0.0, 2.0])
+    sweeps = latent.dimension_sweeps(model, z, [2, 0], eps)
+    assert list(sweeps) == [2, 0]
+    for i, images in sweeps.items():
+        for k, e in enumerate(eps):
+            shifted = z.clone()
+            shifted[i] += e
+            assert torch.allclose(images[k], model.decode(shifted[None])[0])
+    assert torch.allclose(sweeps[2][1], model.decode(z[None])[0])         # eps = 0 is the sample itself
+
+
+class ConstantConfidence:
+    """A verifier stand-in whose confidence is an image's mean pixel."""
+
+    def classify(self, images):
+        return type("R", (), {"confidence": images.flatten(1).mean(1)})()
+
+
+def test_interpolation_confidence_ends_and_data_path():
+    model = Decoder()
+    g = torch.Generator().manual_seed(2)
+    z_a, z_b = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    out = latent.interpolation_confidence(model, ConstantConfidence(), z_a, z_b, torch.tensor([0.0, 0.5, 1.0]))
+    x_a, x_b = model.decode(z_a), model.decode(z_b)
+    assert out["latent"][0] == pytest.approx(x_b.mean().item(), abs=1e-6)   # alpha = 0 is z_b
+    assert out["latent"][2] == pytest.approx(x_a.mean().item(), abs=1e-6)
+    assert out["data"][1] == pytest.approx((0.5 * x_a + 0.5 * x_b).mean().item(), abs=1e-6)
+    assert out["latent"][0] == pytest.approx(out["data"][0], abs=1e-6)
+
+
+def test_top_confusions_and_format_optional():
+    cm = torch.tensor([[5, 2, 0], [7, 9, 1], [0, 3, 4]])
+    assert metrics.top_confusions(cm, k=2) == [(1, 0, 7), (2, 1, 3)]
+    assert metrics.top_confusions(torch.eye(3, dtype=torch.long) * 4) == []
+    assert metrics.format_optional(None, "6.3f") == "     -" and metrics.format_optional(0.25, "6.3f") == " 0.250"
+
+
+def test_kl_decomposition_of_independent_channels():
+    freqs = [[0.1] * 10, [0.2, 0.0] + [0.1] * 8, [0.1] * 10]
+    channel_kl = [0.0, 0.2 * math.log(2.0), 0.0]
+    summary = {"digit_frequencies": freqs, "channel_kl": channel_kl, "kl": 0.2, "n": 5000}
+    d = metrics.kl_decomposition(summary, draws=4)
+    assert d["channel_sum"] == pytest.approx(sum(channel_kl))
+    # 900 equally likely classes drawn 5,000 times: the simulated KL is the channel KL plus a small excess
+    assert d["channel_sum"] < d["independent"] < d["channel_sum"] + 0.15
+    assert d["dependence"] == pytest.approx(0.2 - d["independent"])
+
+
+def test_estimator_spread_matches_a_direct_loop():
+    vae = VAE(channels=1, latent_dim=3, width=4).eval()
+    x = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    spread = metrics.estimator_spread(vae, x, draws=20, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    for i in range(3):
+        direct = metrics.elbo_estimators(vae, x[i:i + 1].expand(20, -1, -1, -1), generator=g)
+        for key, v in direct.items():
+            assert spread[key][i].item() == pytest.approx(v.std().item(), rel=1e-5)
+
+
+def test_confirm_reports_and_stops_unless_smoke(monkeypatch, capsys):
+    good = metrics.check_agreement("a", 1.0, 1.0, 0.1)
+    bad = metrics.check_agreement("b", 2.0, 1.0, 0.1)
+    assert metrics.confirm(good, metrics.Reproduction("c", True))
+    assert "a: live 1.000" in capsys.readouterr().out
+    monkeypatch.delenv("DGM_SMOKE", raising=False)
+    with pytest.raises(AssertionError, match="1 of 2 live recomputations disagree"):
+        metrics.confirm(good, bad)
+    monkeypatch.setenv("DGM_SMOKE", "1")
+    assert not metrics.confirm(bad, metrics.Reproduction("d", False))
+    out = capsys.readouterr().out
+    assert "DOES NOT AGREE" in out and "d: NOT REPRODUCED" in out and "smoke run: these live numbers" in out
+
+
+def test_subset_check_and_live_accuracy_check():
+    values = torch.arange(100, dtype=torch.float64)
+    stored = {"mean": values.mean().item(), "sd": values.std().item(), "live_mean": values[:10].mean().item()}
+    check = metrics.subset_check("x", values[:10], stored, 100, tolerance=1e-9)
+    assert check.reproduced and "reproduces the stored mean" in str(check)
+    assert check.agreement.se == pytest.approx(metrics.subset_difference_se(stored["sd"], 10, 100))
+
+
+def test_smoke_banner(monkeypatch, capsys):
+    monkeypatch.setenv("DGM_SMOKE", "1")
+    settings.smoke_banner()
+    assert capsys.readouterr().out.strip() == "smoke run: two batches, numbers are not the shipped ones"
+    monkeypatch.setenv("DGM_SMOKE", "0")
+    settings.smoke_banner()
+    assert capsys.readouterr().out == ""

@@ -538,7 +538,7 @@ def wgan_gp_step(model: nn.Module, batch: tuple[torch.Tensor, ...], optimizers: 
 
 def fit_gan(model: nn.Module, images: torch.Tensor, step, *, lr: float, betas: tuple[float, float], epochs: int,
             batch_size: int, seed: int = 0, resume_path=None, fingerprint: dict | None = None, desc: str = "GAN",
-            progress: bool | str = True, log_every: int = 50) -> History:
+            progress: bool | str = True, log_every: int = 50, autocast: str | None = None) -> History:
     """Train a `models.GAN` on images (N, C, S, S) in [0, 1] through `fit` with `step` (`dcgan_step`,
     or `wgan_gp_step` with its settings bound by functools.partial) and Adam(lr, betas) for each
     network (`gan_optimizers`); batches of `batch_size` in an order seeded by `seed`, resumable
@@ -546,7 +546,7 @@ def fit_gan(model: nn.Module, images: torch.Tensor, step, *, lr: float, betas: t
     its averaged generator's batch-norm statistics afresh, and a GAN built with snapshots decodes its fixed
     codes into the next slot (`GAN.take_snapshot`); being in the state_dict, the record survives
     a resumed run. Returns fit's History: the step's scalars as per-epoch means ("train_<key>")
-    and every `log_every` iterations (`History.steps`)."""
+    and every `log_every` iterations (`History.steps`). autocast: see `fit` ("bf16" or None)."""
     def snapshot(m):
         if m.ema:
             m.refresh_ema_statistics()
@@ -555,4 +555,4 @@ def fit_gan(model: nn.Module, images: torch.Tensor, step, *, lr: float, betas: t
         return {}
     return fit(model, step=step, optimizers=gan_optimizers(model, lr, betas), train_data=(images,), epochs=epochs,
                batch_size=batch_size, seed=seed, resume_path=resume_path, validate=snapshot,
-               fingerprint=fingerprint, desc=desc, progress=progress, log_every=log_every)
+               fingerprint=fingerprint, desc=desc, progress=progress, log_every=log_every, autocast=autocast)

@@ -6,7 +6,9 @@ fallback, which nbconvert prints instead: for a raw ipywidgets widget its repr
 ("fitting:   0%|   | 0/1000 [00:00<?, ?it/s]"), however far it got. `WidgetOutputsPreprocessor`
 drops progress bars and gives any other widget whose fallback is a raw repr a one-line note; a
 fallback that a widget chose itself (the explorers of helpers/widgets.py) is kept. The view MIME
-type is left in place. Only stdlib and nbconvert are imported, so the export starts fast.
+type is left in place. The notebook's first heading ("# 09 · A DCGAN ...") becomes the report's
+title (nbconvert would use the file name) and leaves the body, so it is not also numbered as
+section 1. Only stdlib and nbconvert are imported, so the export starts fast.
 
     python -m jupyter nbconvert --to pdf \
         --PDFExporter.preprocessors=helpers.report.WidgetOutputsPreprocessor NOTEBOOK
@@ -35,9 +37,22 @@ class WidgetOutputsPreprocessor(Preprocessor):
     """Drop progress-bar widget outputs; replace a widget's raw-repr text/plain by a short note."""
 
     def preprocess(self, nb, resources):
+        self.take_title(nb)
         state = nb.metadata.get("widgets", {}).get(STATE, {}).get("state", {})
         self._models = state if isinstance(state, dict) else {}
         return super().preprocess(nb, resources)
+
+    @staticmethod
+    def take_title(nb) -> None:
+        """Move the first markdown cell's leading "# " heading into nb.metadata["title"]."""
+        first = next((c for c in nb.cells if c.get("cell_type") == "markdown"), None)
+        if first is None:
+            return
+        source = "".join(first.source) if isinstance(first.source, list) else first.source
+        lines = source.splitlines()
+        if lines and lines[0].startswith("# "):
+            nb.metadata["title"] = lines[0][2:].strip()
+            first.source = "\n".join(lines[1:]).lstrip("\n")
 
     def _model(self, reference):
         model_id = str(reference or "").removeprefix("IPY_MODEL_")

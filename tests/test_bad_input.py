@@ -16,6 +16,8 @@ from helpers.nets import DigitClassifier
 from helpers.training import ResumeError, fit, read_resume_state
 from helpers.verification import Verifier
 
+from test_checkpoints import edit_manifest  # tests/ is on sys.path (pytest's prepend import mode)
+
 SHARED_RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "MNIST" / "raw"
 
 
@@ -138,22 +140,25 @@ def mnist_copy(tmp_path):
     return tmp_path
 
 
-def test_same_size_corrupt_labels_fail_the_md5_check(mnist_copy):
-    path = mnist_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+def _corrupt_a_label(root, keep_md5sums: bool):
+    """Change one byte of the test labels of the MNIST copy under root (the file keeps its size)."""
+    raw = root / "MNIST" / "raw"
+    if not keep_md5sums:
+        (raw / "MD5SUMS").unlink()
+    path = raw / "t10k-labels-idx1-ubyte"
     data = bytearray(path.read_bytes())
     data[100] = 95
     path.write_bytes(bytes(data))
+
+
+def test_same_size_corrupt_labels_fail_the_md5_check(mnist_copy):
+    _corrupt_a_label(mnist_copy, keep_md5sums=True)
     with pytest.raises(DatasetCorruptError, match="t10k-labels-idx1-ubyte is corrupt: md5"):
         load_mnist(train=False, root=mnist_copy)
 
 
 def test_label_sanity_without_md5sums(mnist_copy):
-    raw = mnist_copy / "MNIST" / "raw"
-    (raw / "MD5SUMS").unlink()
-    path = raw / "t10k-labels-idx1-ubyte"
-    data = bytearray(path.read_bytes())
-    data[100] = 95
-    path.write_bytes(bytes(data))
+    _corrupt_a_label(mnist_copy, keep_md5sums=False)
     with pytest.raises(DatasetCorruptError, match="labels of shape \\(10000,\\) in \\[0, 95\\], expected"):
         load_mnist(train=False, root=mnist_copy)
 
@@ -206,23 +211,16 @@ def test_a_tampered_resume_file_never_suggests_weights_only_false(tmp_path):
 
 # --- manifest entries -------------------------------------------------------------------------------
 
-def _edit(ckpt_dir, fn):
-    path = ckpt_dir / "manifest.json"
-    manifest = json.loads(path.read_text())
-    fn(manifest)
-    path.write_text(json.dumps(manifest))
-
-
 def test_a_null_manifest_entry(ckpt_dir):
     checkpoints.save("tiny", DigitClassifier(width=4))
-    _edit(ckpt_dir, lambda m: m.__setitem__("tiny", None))
+    edit_manifest(ckpt_dir, lambda m: m.__setitem__("tiny", None))
     with pytest.raises(CheckpointError, match="manifest entry 'tiny' .* is NoneType, not a mapping"):
         checkpoints.load("tiny")
 
 
 def test_an_entry_without_sha256(ckpt_dir):
     checkpoints.save("tiny", DigitClassifier(width=4))
-    _edit(ckpt_dir, lambda m: m["tiny"].pop("sha256"))
+    edit_manifest(ckpt_dir, lambda m: m["tiny"].pop("sha256"))
     with pytest.raises(CheckpointError, match="manifest entry 'tiny' .* lacks sha256"):
         checkpoints.load("tiny")
 
@@ -230,7 +228,7 @@ def test_an_entry_without_sha256(ckpt_dir):
 @pytest.mark.parametrize("file", ["../../../../etc/hostname", "/etc/hostname", "sub/tiny.pt", ".."])
 def test_the_file_field_stays_in_the_checkpoint_folder(ckpt_dir, file):
     checkpoints.save("tiny", DigitClassifier(width=4))
-    _edit(ckpt_dir, lambda m: m["tiny"].update(file=file))
+    edit_manifest(ckpt_dir, lambda m: m["tiny"].update(file=file))
     with pytest.raises(CheckpointError, match="not a plain file name inside"):
         checkpoints.load("tiny")
     with pytest.raises(CheckpointError, match="not a plain file name inside"):
@@ -239,7 +237,7 @@ def test_the_file_field_stays_in_the_checkpoint_folder(ckpt_dir, file):
 
 def test_an_unknown_config_key(ckpt_dir):
     checkpoints.save("tiny", DigitClassifier(width=4))
-    _edit(ckpt_dir, lambda m: m["tiny"]["config"]["kwargs"].update(depth=3))
+    edit_manifest(ckpt_dir, lambda m: m["tiny"]["config"]["kwargs"].update(depth=3))
     with pytest.raises(CheckpointError, match="config .* cannot build DigitClassifier.*depth"):
         checkpoints.load("tiny")
 
@@ -247,7 +245,7 @@ def test_an_unknown_config_key(ckpt_dir):
 def test_a_blocked_checkpoint_never_suggests_weights_only_false(ckpt_dir):
     checkpoints.save("tiny", DigitClassifier(width=4))
     torch.save({"x": Evil()}, ckpt_dir / "tiny.pt")
-    _edit(ckpt_dir, lambda m: m["tiny"].update(sha256=checkpoints.sha256_of(ckpt_dir / "tiny.pt")))
+    edit_manifest(ckpt_dir, lambda m: m["tiny"].update(sha256=checkpoints.sha256_of(ckpt_dir / "tiny.pt")))
     with pytest.raises(CheckpointError) as info:
         checkpoints.load("tiny")
     assert "weights_only=False" not in str(info.value) and "never unpickled" in str(info.value)

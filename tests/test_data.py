@@ -172,7 +172,7 @@ def test_a_corrupt_file_is_not_reported_as_a_failed_download(tmp_path, monkeypat
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", lambda self: downloads.append(1))
     data._load_mnist_cached.cache_clear()
     try:
-        with pytest.raises(ValueError, match="unexpected end of data"):
+        with pytest.raises(data.DatasetCorruptError, match="unexpected end of data.*copy the files again"):
             data.load_mnist(train=True)
     finally:
         data._load_mnist_cached.cache_clear()

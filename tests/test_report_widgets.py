@@ -36,3 +36,14 @@ def test_progress_bars_are_dropped_and_raw_widget_reprs_replaced():
     assert outputs[1].data["text/plain"] == NOTE.format(kind="VBox")
     assert outputs[1].data[VIEW]["model_id"] == "box"
     assert outputs[2].data["text/plain"] == chosen.data["text/plain"]
+
+
+def test_the_first_heading_becomes_the_report_title():
+    from nbformat.v4 import new_markdown_cell
+    nb = new_notebook(cells=[new_markdown_cell("# 09 · A DCGAN on MNIST\n\nThe intro."), new_code_cell("x")])
+    WidgetOutputsPreprocessor().preprocess(nb, {})
+    assert nb.metadata["title"] == "09 · A DCGAN on MNIST"
+    assert nb.cells[0].source == "The intro."
+    untitled = new_notebook(cells=[new_markdown_cell("No heading here.")])
+    WidgetOutputsPreprocessor().preprocess(untitled, {})
+    assert "title" not in untitled.metadata and untitled.cells[0].source == "No heading here."

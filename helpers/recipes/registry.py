@@ -120,7 +120,7 @@ def evaluate(name: str, device: torch.device | str | None = None) -> dict:
     return result
 
 
-_SMOKE_EVALUATIONS: dict[str, dict] = {}
+_SMOKE_EVALUATIONS: dict[tuple[str, str, str], dict] = {}
 
 
 def stored_evaluation(name: str, part: str | None = None) -> dict:
@@ -132,9 +132,10 @@ def stored_evaluation(name: str, part: str | None = None) -> dict:
     if not settings.smoke_mode():
         return checkpoints.stored_evaluation(name, part)
     key = checkpoints.evaluation_key(name, part)
-    if key not in _SMOKE_EVALUATIONS:
-        _SMOKE_EVALUATIONS[key] = evaluate(key)
-    return _SMOKE_EVALUATIONS[key]
+    cache = (str(settings.checkpoint_dir()), key, checkpoints.entry(name)["sha256"])   # new weights: recompute
+    if cache not in _SMOKE_EVALUATIONS:
+        _SMOKE_EVALUATIONS[cache] = evaluate(key)
+    return _SMOKE_EVALUATIONS[cache]
 
 
 def load_verifier(device: torch.device | str | None = None) -> Verifier:

@@ -253,7 +253,7 @@ def load_verified(name: str, device: torch.device | str | None = None, directory
     if digest != meta["sha256"]:
         raise CheckpointError(f"checkpoint {path} is corrupt: sha256 {digest[:12]}... does not match "
                               f"the manifest's {str(meta['sha256'])[:12]}...; {retrain} or restore it with git")
-    state = safe_torch_load(io.BytesIO(data), f"checkpoint {path}", retrain)
+    state = settings.load_tensors(io.BytesIO(data), f"checkpoint {path}", retrain, CheckpointError)
     model = build_model(meta["config"])
     try:
         model.load_state_dict(state, strict=True)
@@ -266,17 +266,3 @@ def load(name: str, device: torch.device | str | None = None, directory: Path | 
     """The ready model of checkpoint `name`: built from its config, weights verified and loaded,
     in eval mode, on `device` (default `settings.device()`)."""
     return load_verified(name, device, directory)[0]
-
-
-def safe_torch_load(source, what: str, remedy: str):
-    """torch.load(source, weights_only=True) of a state dict; a CheckpointError that names `what`
-    and `remedy` when the bytes are truncated, corrupt, or hold anything but tensors and plain
-    containers (torch's own advice to load such a file with weights_only=False is not passed on:
-    it would run pickled code)."""
-    try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).split("\n")[0]
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "WeightsUnpickler" in str(exc):
-            reason = "it holds objects other than tensors, which are never unpickled here"
-        raise CheckpointError(f"{what} cannot be read ({type(exc).__name__}: {reason[:200]}); {remedy}") from None

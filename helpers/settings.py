@@ -124,6 +124,20 @@ def atomic_write(path: Path | str, write: Callable) -> None:
         raise
 
 
+def load_tensors(source, what: str, remedy: str, error: type[Exception]):
+    """torch.load(source, weights_only=True) onto the CPU; on any failure (truncated or corrupt
+    bytes, or objects other than tensors and plain containers) an `error` naming `what` and
+    `remedy`. torch's advice to retry with weights_only=False is never passed on: it would run
+    pickled code."""
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).split("\n")[0][:200]
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "WeightsUnpickler" in str(exc):
+            reason = "it holds objects other than tensors, which are never unpickled here"
+        raise error(f"{what} cannot be read ({type(exc).__name__}: {reason}); {remedy}") from None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory in the process instead of returning every large
     block to the kernel. Without it, each large CPU activation (a batch of 2,000 decoded images is

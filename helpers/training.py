@@ -215,13 +215,7 @@ def read_resume_state(path: Path | str) -> dict:
     corrupt or foreign file is refused with a ResumeError that names it and how to discard it."""
     path = Path(path)
     remedy = f"delete it (rm {path}) to train afresh"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).split("\n")[0][:160]
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            reason = "it holds objects other than tensors, which are never unpickled here"
-        raise ResumeError(f"the resume file {path} cannot be read ({type(exc).__name__}: {reason}); {remedy}") from None
+    state = settings.load_tensors(path, f"the resume file {path}", remedy, ResumeError)
     needed = ("model", "optimizers", "history", "epoch", "rng", "fingerprint")
     if not isinstance(state, dict) or any(k not in state for k in needed):
         raise ResumeError(f"the resume file {path} is not a training state written by fit; {remedy}")

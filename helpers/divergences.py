@@ -538,7 +538,8 @@ def wgan_gp_step(model: nn.Module, batch: tuple[torch.Tensor, ...], optimizers: 
 
 def fit_gan(model: nn.Module, images: torch.Tensor, step, *, lr: float, betas: tuple[float, float], epochs: int,
             batch_size: int, seed: int = 0, resume_path=None, fingerprint: dict | None = None, desc: str = "GAN",
-            progress: bool | str = True, log_every: int = 50, autocast: str | None = None) -> History:
+            progress: bool | str = True, log_every: int = 50, autocast: str | None = None,
+            monitor=None) -> History:
     """Train a `models.GAN` on images (N, C, S, S) in [0, 1] through `fit` with `step` (`dcgan_step`,
     or `wgan_gp_step` with its settings bound by functools.partial) and Adam(lr, betas) for each
     network (`gan_optimizers`); batches of `batch_size` in an order seeded by `seed`, resumable
@@ -546,13 +547,15 @@ def fit_gan(model: nn.Module, images: torch.Tensor, step, *, lr: float, betas: t
     its averaged generator's batch-norm statistics afresh, and a GAN built with snapshots decodes its fixed
     codes into the next slot (`GAN.take_snapshot`); being in the state_dict, the record survives
     a resumed run. Returns fit's History: the step's scalars as per-epoch means ("train_<key>")
-    and every `log_every` iterations (`History.steps`). autocast: see `fit` ("bf16" or None)."""
+    and every `log_every` iterations (`History.steps`). autocast: see `fit` ("bf16" or None).
+    monitor(model) -> {name: float}, if given, is called after every epoch (after the snapshot) and
+    its values join the epoch's record (e.g. an FID against validation images)."""
     def snapshot(m):
         if m.ema:
             m.refresh_ema_statistics()
         if m.snapshots:
             m.take_snapshot()
-        return {}
+        return monitor(m) if monitor is not None else {}
     return fit(model, step=step, optimizers=gan_optimizers(model, lr, betas), train_data=(images,), epochs=epochs,
                batch_size=batch_size, seed=seed, resume_path=resume_path, validate=snapshot,
                fingerprint=fingerprint, desc=desc, progress=progress, log_every=log_every, autocast=autocast)

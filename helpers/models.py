@@ -311,14 +311,15 @@ class GAN(nn.Module):
     steps). The averaged network is then the one that samples and decodes (`sampler`); its batch-norm
     statistics are not averaged but measured afresh on its own outputs by `refresh_ema_statistics()`
     (which `divergences.fit_gan` calls after every epoch). The adversarial steps always train
-    `generator`.
+    `generator`. blocks > 0 deepens the generator (`nets.DCGANGenerator`).
     """
 
     SNAPSHOT_IMAGES = 16
     EMA_STATISTICS_CODES = 10_000       # codes through the averaged generator to measure its batch norms
 
     def __init__(self, channels: int = 1, latent_dim: int = 100, width: int = 64, image_size: int = 28,
-                 pack: int = 1, d_norm: str | None = "batch", snapshots: int = 0, ema: float = 0.0):
+                 pack: int = 1, d_norm: str | None = "batch", snapshots: int = 0, ema: float = 0.0,
+                 blocks: int = 0):
         super().__init__()
         if pack < 1:
             raise ValueError(f"pack must be >= 1, got {pack}")
@@ -332,15 +333,17 @@ class GAN(nn.Module):
             self.config["snapshots"] = snapshots
         if ema:
             self.config["ema"] = ema
+        if blocks:
+            self.config["blocks"] = blocks
         self.channels, self.latent_dim, self.image_size, self.pack = channels, latent_dim, image_size, pack
-        self.generator = DCGANGenerator(latent_dim, width, channels, image_size)
+        self.generator = DCGANGenerator(latent_dim, width, channels, image_size, blocks)
         self.discriminator = DCGANDiscriminator(channels, width, d_norm, image_size, pack)
         self.ema = float(ema)
         if ema:
             # built under a forked RNG, so the global RNG is where it would be without ema: the
             # same recipe with and without averaging draws the same initial weights and noise
             with torch.random.fork_rng(devices=[]):
-                self.generator_ema = DCGANGenerator(latent_dim, width, channels, image_size)
+                self.generator_ema = DCGANGenerator(latent_dim, width, channels, image_size, blocks)
             self.generator_ema.load_state_dict(self.generator.state_dict())
             self.generator_ema.requires_grad_(False)
         self.snapshots = snapshots

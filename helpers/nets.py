@@ -99,7 +99,7 @@ class ConvDecoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).view(len(z), 2 * self.width, self.side, self.side))
+        return self.net(self.body(self.fc(z).view(len(z), 2 * self.width, self.side, self.side)))
 
 
 class PoolEncoder(nn.Module):
@@ -137,19 +137,27 @@ class UpsampleDecoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).view(len(z), 2 * self.width, self.side, self.side))
+        return self.net(self.body(self.fc(z).view(len(z), 2 * self.width, self.side, self.side)))
 
 
 class DCGANGenerator(nn.Module):
     """(N, latent_dim) -> (N, channels, S, S) in [0, 1]: a linear layer to 2w x S/4 x S/4 maps, then
     stride-2 transposed convolutions (7 -> 14 -> 28, or 8 -> 16 -> 32) with batch norm and ReLU,
-    and a sigmoid. The DCGAN recipe of Radford et al. (2016), sized for MNIST on a CPU."""
+    and a sigmoid. The DCGAN recipe of Radford et al. (2016), sized for MNIST on a CPU. `blocks` > 0
+    inserts that many 3x3 stride-1 convolutions (2w channels, batch norm, ReLU) at S/4 x S/4 before
+    the first upsampling, a deeper generator (0 keeps the two-layer network and its state_dict
+    keys)."""
 
-    def __init__(self, latent_dim: int = 100, width: int = 64, channels: int = 1, image_size: int = 28):
+    def __init__(self, latent_dim: int = 100, width: int = 64, channels: int = 1, image_size: int = 28,
+                 blocks: int = 0):
         super().__init__()
+        if blocks < 0:
+            raise ValueError(f"blocks must be >= 0, got {blocks}")
         self.width, self.side = width, _check_size(image_size) // 4
         self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * self.side ** 2, bias=False),
                                 nn.BatchNorm1d(2 * width * self.side ** 2), nn.ReLU())
+        self.body = nn.Sequential(*[layer for _ in range(blocks) for layer in (
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU())])
         self.net = nn.Sequential(
             nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
             nn.ReLU(),                                                                   # 7x7 -> 14x14
@@ -157,7 +165,7 @@ class DCGANGenerator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).view(len(z), 2 * self.width, self.side, self.side))
+        return self.net(self.body(self.fc(z).view(len(z), 2 * self.width, self.side, self.side)))
 
 
 class DCGANDiscriminator(nn.Module):
@@ -187,8 +195,9 @@ class DCGANDecoder(DCGANGenerator):
     a GAN share one generator architecture: sigmoid(DCGANDecoder(z)) is DCGANGenerator(z) for the
     same weights (IFT6135 Problem 3 asks for the same g(z) in both models)."""
 
-    def __init__(self, latent_dim: int = 100, width: int = 64, out_channels: int = 1, image_size: int = 28):
-        super().__init__(latent_dim, width, out_channels, image_size)
+    def __init__(self, latent_dim: int = 100, width: int = 64, out_channels: int = 1, image_size: int = 28,
+                 blocks: int = 0):
+        super().__init__(latent_dim, width, out_channels, image_size, blocks)
         self.net[-1] = nn.Identity()
 
 

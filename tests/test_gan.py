@@ -62,6 +62,36 @@ def test_generator_and_discriminator_output_shapes(channels, pack):
         d(torch.rand(2, pack * channels + 1, 28, 28))
 
 
+def test_a_deeper_generator_adds_its_blocks_and_keeps_the_shallow_state_dict_keys(tmp_path):
+    shallow, deep = DCGANGenerator(8, width=4), DCGANGenerator(8, width=4, blocks=2)
+    assert not any(k.startswith("body.") for k in shallow.state_dict())       # old checkpoints still load
+    assert set(shallow.state_dict()) < set(deep.state_dict())
+    assert sum(k.startswith("body.") and k.endswith("weight") for k in deep.state_dict()) == 4  # 2 convs, 2 norms
+    assert deep(torch.randn(3, 8, generator=gen())).shape == (3, 1, 28, 28)
+    with pytest.raises(ValueError, match="blocks"):
+        DCGANGenerator(8, width=4, blocks=-1)
+    with settings.forked_rng(0):
+        gan = GAN(latent_dim=8, width=4, blocks=1, ema=0.9)
+    assert gan.config["blocks"] == 1 and "blocks" not in tiny_gan().config
+    checkpoints.save("deep_gan", gan, directory=tmp_path)
+    loaded = checkpoints.load("deep_gan", "cpu", directory=tmp_path)
+    z = torch.randn(4, 8, generator=gen())
+    assert torch.equal(loaded.eval().decode(z), gan.eval().decode(z))
+
+
+def test_a_fit_gan_monitor_adds_its_values_to_every_epoch_record():
+    calls = []
+
+    def monitor(model):
+        calls.append(model.training)
+        return {"score": float(len(calls))}
+    gan = tiny_gan(snapshots=2)
+    history = fit_gan(gan, images(16), dcgan_step, lr=1e-3, betas=(0.5, 0.9), epochs=2, batch_size=8,
+                      progress=False, monitor=monitor)
+    assert [e["score"] for e in history.epochs] == [1.0, 2.0] and calls == [False, False]   # eval mode
+    assert int(gan.snapshot_count) == 2
+
+
 # --------------------------------------------------------------------------------- DCGAN step
 
 @pytest.mark.parametrize("pack", [1, 2])

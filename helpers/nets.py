@@ -99,7 +99,7 @@ class ConvDecoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.body(self.fc(z).view(len(z), 2 * self.width, self.side, self.side)))
+        return self.net(self.fc(z).view(len(z), 2 * self.width, self.side, self.side))
 
 
 class PoolEncoder(nn.Module):
@@ -137,7 +137,7 @@ class UpsampleDecoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.body(self.fc(z).view(len(z), 2 * self.width, self.side, self.side)))
+        return self.net(self.fc(z).view(len(z), 2 * self.width, self.side, self.side))
 
 
 class DCGANGenerator(nn.Module):

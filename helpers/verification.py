@@ -218,7 +218,7 @@ class Verifier:
         side. These are the FID features of MNIST (128 per mono image: a covariance of them needs
         well over 128 images, hence FID on 1,000 samples or more). Of the shipped verification_net's
         128 units, about 30 are 0 on every MNIST image (ReLU units that never fire): their rows and
-        columns of a covariance are 0, which `metrics.frechet_distance` handles."""
+        columns of a covariance are 0, which `frechet.frechet_distance` handles."""
         validate_images(images)
         n, c = images.shape[:2]
         flat = images.reshape(n * c, 1, 28, 28)  # row n*C + k is channel k of image n

@@ -1,12 +1,12 @@
-"""The Fréchet distance of features (`metrics.calculate_fid_score`) against closed forms, an
+"""The Fréchet distance of features (`frechet.calculate_fid_score`) against closed forms, an
 eigen-decomposition reference and pytorch-fid's `calculate_frechet_distance`, and its errors."""
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from helpers import metrics
-from helpers.metrics import calculate_fid_score, feature_moments, frechet_distance
+from helpers import frechet
+from helpers.frechet import calculate_fid_score, feature_moments, frechet_distance
 
 
 def exact_moment_features(n: int, mean: np.ndarray, cov: np.ndarray, seed: int) -> np.ndarray:
@@ -121,7 +121,7 @@ def test_a_non_finite_square_root_is_retried_with_eps_on_the_diagonals(monkeypat
     monkeypatch.setattr(scipy.linalg, "sqrtm", flaky)
     s1, s2 = np.diag([1.0, 2.0]), np.diag([3.0, 0.5])
     fid = frechet_distance(np.zeros(2), s1, np.ones(2), s2)
-    offset = np.eye(2) * metrics.FID_EPS
+    offset = np.eye(2) * frechet.FID_EPS
     assert len(calls) == 2 and np.allclose(calls[1], (s1 + offset) @ (s2 + offset), rtol=0, atol=1e-15)
     expected = 2 + (1 + 3 - 2 * np.sqrt(3)) + (2 + 0.5 - 2 * 1.0)
     assert fid == pytest.approx(expected, abs=1e-5)
@@ -130,12 +130,12 @@ def test_a_non_finite_square_root_is_retried_with_eps_on_the_diagonals(monkeypat
 def test_feature_batches_feed_the_score_without_gradients():
     net = torch.nn.Linear(6, 3)
     x = torch.randn(70, 6)
-    batches = list(metrics.feature_batches(net, x, batch_size=32))
+    batches = list(frechet.feature_batches(net, x, batch_size=32))
     assert [len(b) for b in batches] == [32, 32, 6]
     assert not any(b.requires_grad for b in batches)
     assert torch.allclose(torch.cat(batches), net(x).detach())
     with pytest.raises(ValueError, match="batch_size"):
-        list(metrics.feature_batches(net, x, batch_size=0))
+        list(frechet.feature_batches(net, x, batch_size=0))
 
 
 def test_verifier_features_are_the_nets_penultimate_layer_per_channel():
@@ -152,3 +152,24 @@ def test_verifier_features_are_the_nets_penultimate_layer_per_channel():
     assert verifier.features(x[:, :1]).shape == (5, 128)
     with pytest.raises(ValueError, match="shape"):
         verifier.features(torch.rand(5, 1, 32, 32))
+
+
+def test_sharpness_is_the_mean_absolute_laplacian_inside_the_border():
+    from scipy import ndimage
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 10, 10, generator=g)
+    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).double().numpy()
+    expected = [np.abs(ndimage.laplace(img)[1:-1, 1:-1]).mean() for img in grey]
+    assert torch.allclose(frechet.sharpness(x).double(), torch.tensor(expected), atol=1e-5)
+    flat = torch.full((2, 1, 8, 8), 0.3)
+    assert torch.allclose(frechet.sharpness(flat), torch.zeros(2), atol=1e-6)     # no edges, no response
+    with pytest.raises(ValueError, match="images must be"):
+        frechet.sharpness(torch.rand(2, 2, 8, 8))
+
+
+def test_mean_pairwise_distance_matches_scipy_pdist():
+    from scipy.spatial.distance import pdist
+    x = torch.randn(30, 5, generator=torch.Generator().manual_seed(1))
+    assert frechet.mean_pairwise_distance(x) == pytest.approx(pdist(x.double().numpy()).mean(), rel=1e-9)
+    with pytest.raises(ValueError, match="N >= 2"):
+        frechet.mean_pairwise_distance(torch.randn(1, 5))

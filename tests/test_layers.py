@@ -6,7 +6,7 @@ HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 
 LAYERS = [
     ["settings"],
-    ["data", "likelihoods", "priors", "nets"],
+    ["data", "likelihoods", "priors", "nets", "frechet"],
     ["models"],
     ["training", "checkpoints"],
     ["verification", "metrics", "inference", "latent", "divergences", "plotting"],
@@ -17,7 +17,7 @@ LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 
 
 # inside the recipes package: each module imports only the ones before it
-RECIPE_MODULES = ["registry", "classifiers", "autoencoders", "likelihood_vaes", "latent_models", "gans", "svhn"]
+RECIPE_MODULES = ["registry", "classifiers", "autoencoders", "likelihood_vaes", "latent_models", "gans", "fid", "svhn"]
 PACKAGES = {"recipes": HELPERS / "recipes"}
 
 

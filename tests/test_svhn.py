@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 import torch
 
-from helpers import data
+from helpers import data, recipes
 from helpers.data import (DatasetCorruptError, DatasetNotFoundError, load_svhn, read_png_directory,
                           write_png_directory)
 
@@ -219,6 +219,23 @@ def test_fid_command_on_several_directories_matches_one_by_one(tmp_path, ckpt_di
     (tmp_path / "empty").mkdir()       # a bad directory anywhere in the list stops before any score
     assert main(["fid", str(tmp_path / "real"), str(tmp_path / "empty")]) == 2
     assert "no .png images" in capsys.readouterr().err
+
+
+def test_a_fid_reference_scores_like_the_command_and_checks_its_input(tmp_path, ckpt_dir, smoke):
+    from helpers.data import DataMode, MNISTData
+    from helpers.frechet import calculate_fid_score, feature_batches
+    copy_verifier(ckpt_dir)
+    x, _ = MNISTData(DataMode.MONO_FLOAT_COMPLETE).get_full_data_set(training=True)
+    reference = recipes.FIDReference("mnist")
+    assert reference.test_features.shape == (len(reference.images), 128)
+    direct = calculate_fid_score(feature_batches(reference.extract, x[:150]),
+                                 feature_batches(reference.extract, reference.images))
+    assert reference.score(x[:150]) == pytest.approx(direct, rel=1e-9)
+    assert reference.score(x[:150]) == pytest.approx(recipes.fid_against_test(x[:150]).fid, rel=1e-9)
+    with pytest.raises(ValueError, match="channel|shape|28"):
+        reference.score(torch.rand(150, 3, 32, 32))
+    with pytest.raises(ValueError, match="NaN|finite"):
+        reference.score(torch.full((150, 1, 28, 28), float("nan")))
 
 
 @pytest.mark.parametrize("setup, words", [

@@ -6,7 +6,8 @@
     likelihood_vaes  the four decoder likelihoods (04) and the z = 100 VAE (07)
     latent_models    the 2-D AE and VAE (05) and encoder-free inference (06)
     gans             DCGAN, stacked DCGAN, PacGAN2, weight-averaged DCGAN, WGAN-GP (09, 10)
-    svhn             SVHN classifier and FID, SVHN VAEs, SVHN WGAN-GP (08, 11)
+    fid              FID features, test sets, FIDReference, the fid command; SVHN loaders (11)
+    svhn             SVHN classifier, SVHN VAEs, SVHN WGAN-GP (08, 11)
 
 Importing the package registers every recipe and evaluation; the public names of the modules are
 importable from `helpers.recipes`. A test that changes a module constant patches that module.
@@ -37,10 +38,13 @@ from .latent_models import (  # noqa: F401
 from .gans import (  # noqa: F401
     GAN_MONO_SAMPLES, GAN_SAMPLE_SEEDS, GAN_SETTINGS, GAN_STACKED_SAMPLES, fit_gan_recipe, gan_sample_scores,
 )
-from .svhn import (  # noqa: F401
-    ACTIVE_KL, FID_DATASETS, FID_SAMPLES, FID_SEED, SVHN_CLASSIFIER, SVHN_IS_K, SVHN_IS_SEED,
-    SVHN_LATENT, SVHN_SIGMA, SVHN_WIDTH, WGAN_GP_SVHN, fid_against_test, fid_against_test_sets,
-    fid_feature_extractor, fid_of_directories, fid_test_images, FIDResult, kl_per_dimension,
+from .fid import (  # noqa: F401
+    FID_DATASETS, FID_SAMPLES, FID_SEED, SVHN_CLASSIFIER, fid_against_test, fid_against_test_sets,
+    fid_feature_extractor, fid_of_directories, fid_test_images, FIDReference, FIDResult,
     load_svhn_classifier, load_svhn_data, svhn_classifier_net, svhn_sample_fid,
 )
-from . import autoencoders, classifiers, gans, latent_models, likelihood_vaes, registry, svhn  # noqa: F401
+from .svhn import (  # noqa: F401
+    ACTIVE_KL, MONITOR_SAMPLES, SVHN_IS_K, SVHN_IS_SEED, SVHN_LATENT, SVHN_SIGMA, SVHN_WIDTH, WGAN_GP_SVHN,
+    kl_per_dimension, validation_fid_monitor,
+)
+from . import autoencoders, classifiers, fid, gans, latent_models, likelihood_vaes, registry, svhn  # noqa: F401

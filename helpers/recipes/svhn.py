@@ -2,23 +2,20 @@
 VAEs, the WGAN-GP; recipes and evaluations."""
 from __future__ import annotations
 
-import time
-from typing import NamedTuple
-
 import torch
-from torch import nn
 
 from .. import checkpoints, settings
-from ..data import DataMode, MNISTData
 from ..models import VAE, model_loss
-from ..nets import DigitClassifier
 from ..training import EarlyStopping, fit
 from ..verification import classification_loss
 from .registry import (
-    EVALUATIONS, Trained, VERIFIER, _rounded, likelihood_stopping, load_verifier, one_cycle, recipe,
+    EVALUATIONS, Trained, _rounded, likelihood_stopping, one_cycle, recipe,
 )
 from .autoencoders import FLOW_PRIOR
 from .gans import fit_gan_recipe
+from .fid import (
+    FID_SAMPLES, FID_SEED, SVHN_CLASSIFIER, fid_feature_extractor, load_svhn_data, svhn_classifier_net, svhn_sample_fid,
+)
 
 
 # ==================================================================================================
@@ -32,12 +29,8 @@ from .gans import fit_gan_recipe
 # Budgets: CPU time per step measured with OMP_NUM_THREADS=1 while two other trainings ran on the
 # two cores (process time, so the sharing is not counted), times the steps.
 
-SVHN_CLASSIFIER = "svhn_classifier"
 SVHN_LATENT = 100            # IFT6135 Problem 3: latent size 100 for both models
 SVHN_WIDTH = 32              # generator width w: 100 -> 2w x 8 x 8 -> w x 16 x 16 -> 3 x 32 x 32
-FID_SAMPLES = 1000           # IFT6135 Problem 3 scores 1,000 samples of each model
-FID_SEED = 0                 # torch.Generator seed of the scored samples
-FID_DATASETS = ("mnist", "mnist-binary", "svhn")
 
 
 def _svhn_data_mode(svhn) -> str:
@@ -48,11 +41,6 @@ def _svhn_data_mode(svhn) -> str:
             else f"SVHN sample ({n:,} SVHN test images, not the full dataset)")
     return (f"{what}, split with seed {svhn.seed} into {sizes['train']:,} train / {sizes['val']:,} validation / "
             f"{sizes['test']:,} held-out images; trained on the train part")
-
-
-def svhn_classifier_net(width: int = 32) -> DigitClassifier:
-    """The SVHN classifier: `DigitClassifier` on (N, 3, 32, 32) colour images, 10 digits, 128 features."""
-    return DigitClassifier(width=width, channels=3, image_size=32)
 
 
 @recipe(SVHN_CLASSIFIER)
@@ -73,7 +61,8 @@ def _svhn_classifier(device, resume) -> Trained:
                   augment=random_shift, early_stopping=EarlyStopping(patience=4), resume_path=resume,
                   desc=SVHN_CLASSIFIER)
     model.eval()
-    from ..metrics import batched, calculate_fid_score, feature_batches
+    from ..frechet import calculate_fid_score, feature_batches
+    from ..metrics import batched
     metrics = {}
     for part in ("val", "test"):
         x, y = svhn.part(part)
@@ -84,139 +73,6 @@ def _svhn_classifier(device, resume) -> Trained:
     metrics.update({"real_fid_images": n_real, "test_images": len(svhn.test[0]), "train_images": len(svhn.train[0]),
                     "epochs": len(history.epochs), "best_epoch": history.best_epoch, "data_source": svhn.source})
     return Trained(model, _rounded(metrics, 4), history.to_dict(), _svhn_data_mode(svhn))
-
-
-def load_svhn_data(verbose: bool = True):
-    """`data.load_svhn()` with the workbook's split (seed `data.SVHN_SPLIT_SEED`)."""
-    from ..data import load_svhn
-    return load_svhn(verbose=verbose)
-
-
-def load_svhn_classifier(device: torch.device | str | None = None) -> nn.Module:
-    """The SVHN classifier on its shipped `svhn_classifier` checkpoint (CheckpointError naming the
-    command that trains it when there is none)."""
-    return checkpoints.load(SVHN_CLASSIFIER, device=device)
-
-
-def fid_feature_extractor(dataset: str, device: torch.device | str | None = None):
-    """(features, channels, size, description) of a FID dataset: features maps images (N, C, S, S)
-    to (N, 128) on the CPU, the penultimate layer of the verification net ("mnist", "mnist-binary":
-    (N, 1, 28, 28)) or of the SVHN classifier ("svhn": (N, 3, 32, 32))."""
-    if dataset not in FID_DATASETS:
-        raise ValueError(f"unknown FID dataset {dataset!r}; expected one of {FID_DATASETS}")
-    if dataset == "svhn":
-        net = load_svhn_classifier(device)
-        sha = checkpoints.entry(SVHN_CLASSIFIER)["sha256"][:12]
-        dev = next(net.parameters()).device
-        return (lambda x: net.features(x.to(dev)).cpu()), 3, 32, f"{SVHN_CLASSIFIER} ({sha}) penultimate layer, 128 units"
-    verifier = load_verifier(device)
-    sha = checkpoints.entry(VERIFIER)["sha256"][:12]
-    return verifier.features, 1, 28, f"{VERIFIER} ({sha}) penultimate layer, 128 units"
-
-
-def fid_test_images(dataset: str, n: int | None = None) -> tuple[torch.Tensor, str]:
-    """The reference images of a FID dataset and their description: the MNIST test set in grey
-    values ("mnist", MONO_FLOAT_COMPLETE) or binarised ("mnist-binary", MONO_BINARY_COMPLETE), or
-    the held-out SVHN part ("svhn"); the first n of them when n is given."""
-    if dataset not in FID_DATASETS:
-        raise ValueError(f"unknown FID dataset {dataset!r}; expected one of {FID_DATASETS}")
-    if dataset == "svhn":
-        svhn = load_svhn_data(verbose=False)
-        x, what = svhn.test[0], f"SVHN held-out part ({svhn.source})"
-    else:
-        mode = DataMode.MONO_FLOAT_COMPLETE if dataset == "mnist" else DataMode.MONO_BINARY_COMPLETE
-        x, what = MNISTData(mode).get_full_data_set(training=False)[0], f"MNIST test set ({mode.name})"
-    if n is not None:
-        if not 1 <= n <= len(x):
-            raise ValueError(f"test_samples must be between 1 and {len(x)} (the {what}), got {n}")
-        x = x[:n]
-    return x, what
-
-
-class FIDResult(NamedTuple):
-    """A FID score with what it was computed on, and the seconds spent on features and on the distance."""
-    fid: float
-    dataset: str
-    n_samples: int
-    n_test: int
-    features: str
-    test_set: str
-    seconds_features: float
-    seconds_distance: float
-
-    def __str__(self) -> str:
-        return (f"FID {self.fid:.4f}: {self.n_samples:,} samples against {self.n_test:,} images of the {self.test_set}, "
-                f"features of {self.features}")
-
-
-def _fid_image_shape(dataset: str) -> tuple[int, int]:
-    """(channels, size) of the images a FID dataset scores; ValueError for an unknown dataset."""
-    if dataset not in FID_DATASETS:
-        raise ValueError(f"unknown FID dataset {dataset!r}; expected one of {FID_DATASETS}")
-    return (3, 32) if dataset == "svhn" else (1, 28)
-
-
-def fid_against_test_sets(image_sets, dataset: str = "mnist", test_samples: int | None = None,
-                          device: torch.device | str | None = None) -> list[FIDResult]:
-    """FID of each set of images (N, C, S, S) in [0, 1] against the test images of `dataset`
-    (`fid_test_images`, the first `test_samples` of them), on the dataset's classifier features
-    (`fid_feature_extractor`). The test features are computed once (the first result's
-    seconds_features includes them); every set is checked before any feature is computed."""
-    from ..data import validate_images
-    from ..metrics import calculate_fid_score, feature_batches
-    if not image_sets:
-        raise ValueError("name at least one set of samples")
-    channels, size = _fid_image_shape(dataset)
-    for images in image_sets:
-        validate_images(images, channels=(channels,), size=size, name=f"{dataset} samples")
-    features, _, _, described = fid_feature_extractor(dataset, device)
-    test, test_set = fid_test_images(dataset, test_samples)
-    start = time.perf_counter()
-    test_features = torch.cat(list(feature_batches(features, test)))
-    test_seconds = time.perf_counter() - start
-    results = []
-    for i, images in enumerate(image_sets):
-        start = time.perf_counter()
-        sample_features = torch.cat(list(feature_batches(features, images)))
-        middle = time.perf_counter()
-        score = calculate_fid_score([sample_features], [test_features])
-        end = time.perf_counter()
-        results.append(FIDResult(score, dataset, len(images), len(test), described, test_set,
-                                 round(middle - start + (test_seconds if i == 0 else 0.0), 3), round(end - middle, 3)))
-    return results
-
-
-def fid_against_test(images: torch.Tensor, dataset: str = "mnist", test_samples: int | None = None,
-                     device: torch.device | str | None = None) -> FIDResult:
-    """`fid_against_test_sets` for one set of images (N, C, S, S)."""
-    return fid_against_test_sets([images], dataset, test_samples, device)[0]
-
-
-def fid_of_directories(directories, dataset: str = "mnist", test_samples: int | None = None,
-                       device: torch.device | str | None = None) -> list[FIDResult]:
-    """`python -m helpers fid DIR [DIR ...]`: the PNGs of each directory (and its subdirectories, the
-    layout of IFT6135's score_fid.py), all read and checked to be the dataset's size and colour mode
-    first, then scored against one set of test features (`fid_against_test_sets`)."""
-    from ..data import read_png_directory
-    if not directories:
-        raise ValueError("name at least one directory of samples")
-    channels, size = _fid_image_shape(dataset)
-    return fid_against_test_sets([read_png_directory(d, channels, size) for d in directories], dataset,
-                                 test_samples, device)
-
-
-def svhn_sample_fid(model) -> dict:
-    """FID of FID_SAMPLES samples of a generator (from torch.Generator().manual_seed(FID_SEED))
-    against the held-out SVHN part, when the svhn_classifier checkpoint exists (None otherwise).
-    Under DGM_SMOKE=1: 256 samples."""
-    from ..metrics import draw_samples
-    if not checkpoints.exists(SVHN_CLASSIFIER):
-        return {"fid": None, "fid_note": f"no {SVHN_CLASSIFIER} checkpoint to compute FID with"}
-    n = 256 if settings.smoke_mode() else FID_SAMPLES
-    samples = draw_samples(model, n, torch.Generator().manual_seed(FID_SEED))
-    result = fid_against_test(samples, "svhn", device=model.device)
-    return {"fid": round(result.fid, 4), "fid_samples": n, "fid_test_images": result.n_test, "fid_seed": FID_SEED,
-            "fid_features": result.features}
 
 
 SVHN_SIGMA = 0.2        # pixel sd of vae_svhn's p(x|z): about SVHN's per-channel sd (the sheet has 1)
@@ -353,7 +209,8 @@ def validation_fid_monitor(svhn, device=None, seed: int = FID_SEED):
     against SVHN's validation part}, on the SVHN classifier's features (the validation features
     computed once). The held-out part stays out of training decisions. Returns {} when there is
     no classifier, and under DGM_SMOKE=1 (its validation cut is too small for 128-d covariances)."""
-    from ..metrics import calculate_fid_score, draw_samples, feature_batches
+    from ..frechet import calculate_fid_score, feature_batches
+    from ..metrics import draw_samples
     if not checkpoints.exists(SVHN_CLASSIFIER) or settings.smoke_mode():
         return lambda model: {}
     features = fid_feature_extractor("svhn", device)[0]

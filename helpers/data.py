@@ -25,7 +25,7 @@ from . import settings
 
 IMAGE_SIZE = 28
 MISSING_DIGIT = 8
-SMOKE_TRAIN, SMOKE_TEST = 512, 256
+SMOKE_TRAIN, SMOKE_TEST = 512, 300       # a smoke test set still splits into halves of more than 128 (FID)
 
 
 class DatasetNotFoundError(RuntimeError):
@@ -349,7 +349,7 @@ SVHN_SAMPLE_FILE = Path("SVHN-sample") / "test_32x32.mat"
 SVHN_SPLIT_SEED = 0
 SVHN_SAMPLE_FRACTIONS = {"val": 0.1, "test": 0.2}    # of the sample; the rest (70 %) is the train part
 SVHN_FULL_VAL = 5000
-SMOKE_SVHN = {"train": 512, "val": 128, "test": 256}
+SMOKE_SVHN = {"train": 512, "val": 128, "test": 300}
 
 
 class DatasetCorruptError(RuntimeError):

@@ -67,22 +67,48 @@ def dimension_sweeps(model, z: torch.Tensor, dims, epsilons: torch.Tensor) -> di
 
 
 @torch.no_grad()
-def interpolation_confidence(model, verifier, z_a: torch.Tensor, z_b: torch.Tensor,
-                             alphas: torch.Tensor) -> dict[str, list[float]]:
+def interpolation_paths(model, z_a: torch.Tensor, z_b: torch.Tensor, alphas: torch.Tensor,
+                        scores: dict) -> dict[str, dict[str, list[float]]]:
     """IFT6135 Problem 3's latent against data interpolation, scored: for pairs of codes z_a, z_b
-    (N, L) and each alpha, the verifier's mean top-digit confidence on (a) decode(alpha z_a +
-    (1 - alpha) z_b) and (b) alpha decode(z_a) + (1 - alpha) decode(z_b). Returns {"latent": [...],
-    "data": [...]}, one value per alpha. verifier: anything with `classify(images).confidence`."""
+    (N, L) and each alpha, the mean of every score (name -> function of images (N, C, H, W) -> (N,))
+    on (a) decode(alpha z_a + (1 - alpha) z_b) and (b) alpha decode(z_a) + (1 - alpha) decode(z_b).
+    Returns {"latent": {name: [...]}, "data": {name: [...]}}, one value per alpha."""
     if z_a.shape != z_b.shape or z_a.dim() != 2:
         raise ValueError(f"z_a and z_b must be (N, L) of equal shape, got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
     device = next(model.parameters()).device
     x_a, x_b = model.decode(z_a.to(device)).cpu(), model.decode(z_b.to(device)).cpu()
-    out = {"latent": [], "data": []}
+    out = {space: {name: [] for name in scores} for space in ("latent", "data")}
     for a in torch.as_tensor(alphas).tolist():
-        mixed = model.decode((a * z_a + (1 - a) * z_b).to(device)).cpu()
-        out["latent"].append(verifier.classify(mixed).confidence.mean().item())
-        out["data"].append(verifier.classify(a * x_a + (1 - a) * x_b).confidence.mean().item())
+        images = {"latent": model.decode((a * z_a + (1 - a) * z_b).to(device)).cpu(), "data": a * x_a + (1 - a) * x_b}
+        for space, x in images.items():
+            for name, score in scores.items():
+                out[space][name].append(score(x).float().mean().item())
     return out
+
+
+@torch.no_grad()
+def interpolation_confidence(model, verifier, z_a: torch.Tensor, z_b: torch.Tensor,
+                             alphas: torch.Tensor) -> dict[str, list[float]]:
+    """`interpolation_paths` scored by the verifier's top-digit confidence alone: {"latent": [...],
+    "data": [...]}, one mean confidence per alpha. verifier: anything with
+    `classify(images).confidence`."""
+    paths = interpolation_paths(model, z_a, z_b, alphas, {"c": lambda x: verifier.classify(x).confidence})
+    return {space: scores["c"] for space, scores in paths.items()}
+
+
+def distinct_confident_pairs(confidence: torch.Tensor, digit: torch.Tensor, k: int = 2) -> list[tuple[int, int]]:
+    """k pairs of indices for interpolation figures: each pairs the most confidently classified
+    unused sample with the most confident unused one of another digit (confidence, digit (N,))."""
+    order, used, pairs = confidence.argsort(descending=True).tolist(), set(), []
+    for _ in range(k):
+        first = next((i for i in order if i not in used), None)
+        second = next((i for i in order if first is not None and i not in used and i != first
+                       and digit[i] != digit[first]), None)
+        if second is None:
+            raise ValueError(f"cannot find {k} pairs of different digits among {len(order)} samples")
+        used |= {first, second}
+        pairs.append((first, second))
+    return pairs
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 
 
 # inside the recipes package: each module imports only the ones before it
-RECIPE_MODULES = ["registry", "classifiers", "autoencoders", "likelihood_vaes", "latent_models", "gans", "fid", "svhn"]
+RECIPE_MODULES = ["registry", "classifiers", "autoencoders", "likelihood_vaes", "latent_models", "gans", "fid", "svhn", "comparison"]
 PACKAGES = {"recipes": HELPERS / "recipes"}
 
 

@@ -91,6 +91,45 @@ def test_interpolation_confidence_ends_and_data_path():
     assert out["latent"][0] == pytest.approx(out["data"][0], abs=1e-6)
 
 
+def test_interpolation_paths_score_every_alpha_with_every_function():
+    model = Decoder()
+    g = torch.Generator().manual_seed(3)
+    z_a, z_b = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    alphas = torch.tensor([0.0, 0.25, 1.0])
+    out = latent.interpolation_paths(model, z_a, z_b, alphas, {"mean": lambda x: x.flatten(1).mean(1),
+                                                               "max": lambda x: x.flatten(1).max(1).values})
+    for k, a in enumerate(alphas.tolist()):
+        mixed = model.decode(a * z_a + (1 - a) * z_b)
+        assert out["latent"]["max"][k] == pytest.approx(mixed.flatten(1).max(1).values.mean().item(), abs=1e-6)
+    fade = 0.25 * model.decode(z_a) + 0.75 * model.decode(z_b)
+    assert out["data"]["mean"][1] == pytest.approx(fade.mean().item(), abs=1e-6)
+    with pytest.raises(ValueError, match="equal shape"):
+        latent.interpolation_paths(model, z_a, z_b[:3], alphas, {})
+
+
+def test_distinct_confident_pairs_join_the_most_confident_samples_of_different_digits():
+    confidence = torch.tensor([0.9, 0.95, 0.5, 0.8, 0.99, 0.7])
+    digit = torch.tensor([3, 3, 1, 3, 3, 2])
+    assert latent.distinct_confident_pairs(confidence, digit, k=2) == [(4, 5), (1, 2)]
+    with pytest.raises(ValueError, match="cannot find 3 pairs"):
+        latent.distinct_confident_pairs(confidence, digit, k=3)
+
+
+def test_the_comparison_reads_each_quantity_as_its_own_notebook_prints_it():
+    from helpers import checkpoints, recipes
+    rows = {r["checkpoint"]: r for r in recipes.comparison.stacked_rows()}
+    gan = recipes.stored_evaluation("dcgan_stacked")
+    assert rows["dcgan_stacked"]["modes"] == gan["modes"]["mean"] and rows["dcgan_stacked"]["kl"] == gan["kl"]["mean"]
+    assert rows["vae_mono"]["kl"] == recipes.stored_evaluation("vae_mono")["channelwise_samples"]["kl"]
+    elbo, log_px, protocol = recipes.comparison.stored_likelihood("vae_mono_flow")
+    pc = recipes.stored_evaluation("vae_mono_flow", "prior_comparison")
+    assert (elbo, log_px, protocol) == (pc["test_elbo"]["mean"], pc["test_log_px"]["mean"], "a")
+    assert recipes.comparison.stored_likelihood("dcgan_mnist") == (None, None, "")
+    present, missing = recipes.comparison.available(recipes.comparison.MNIST_MODELS)
+    assert not missing and [m.name for m in present] == [m.name for m in recipes.comparison.MNIST_MODELS]
+    assert all(checkpoints.exists(m.name) for m in present)
+
+
 def test_top_confusions_and_format_optional():
     cm = torch.tensor([[5, 2, 0], [7, 9, 1], [0, 3, 4]])
     assert metrics.top_confusions(cm, k=2) == [(1, 0, 7), (2, 1, 3)]

@@ -193,7 +193,7 @@ def test_fid_command_on_mnist_pngs(tmp_path, ckpt_dir, smoke, capsys):
     assert main(["fid", str(tmp_path / "real")]) == 0
     out = capsys.readouterr().out
     real = float(out.split("FID: ")[1].split()[0])
-    assert "150 samples against 256 images" in out and "distance" in out
+    assert "150 samples against 300 images" in out and "distance" in out
     write_png_directory(torch.rand(150, 1, 28, 28), tmp_path / "noise")
     assert main(["fid", str(tmp_path / "noise"), "--test-samples", "200"]) == 0
     out = capsys.readouterr().out
@@ -215,7 +215,7 @@ def test_fid_command_on_several_directories_matches_one_by_one(tmp_path, ckpt_di
     out = capsys.readouterr().out
     both = [float(part.split()[0]) for part in out.split("FID: ")[1:]]
     assert both == pytest.approx(singles, rel=1e-9)
-    assert f"{tmp_path / 'noise'}:" in out and "140 samples against 256 images" in out
+    assert f"{tmp_path / 'noise'}:" in out and "140 samples against 300 images" in out
     (tmp_path / "empty").mkdir()       # a bad directory anywhere in the list stops before any score
     assert main(["fid", str(tmp_path / "real"), str(tmp_path / "empty")]) == 2
     assert "no .png images" in capsys.readouterr().err

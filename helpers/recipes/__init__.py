@@ -8,6 +8,7 @@
     gans             DCGAN, stacked DCGAN, PacGAN2, weight-averaged DCGAN, WGAN-GP (09, 10)
     fid              FID features, test sets, FIDReference, the fid command; SVHN loaders (11)
     svhn             SVHN classifier, SVHN VAEs, SVHN WGAN-GP (08, 11)
+    comparison       one table of every model: its rows and stored likelihoods, SVHN sample statistics (11)
 
 Importing the package registers every recipe and evaluation; the public names of the modules are
 importable from `helpers.recipes`. A test that changes a module constant patches that module.
@@ -47,4 +48,4 @@ from .svhn import (  # noqa: F401
     ACTIVE_KL, MONITOR_SAMPLES, SVHN_IS_K, SVHN_IS_SEED, SVHN_LATENT, SVHN_SIGMA, SVHN_WIDTH, WGAN_GP_SVHN,
     kl_per_dimension, validation_fid_monitor,
 )
-from . import autoencoders, classifiers, fid, gans, latent_models, likelihood_vaes, registry, svhn  # noqa: F401
+from . import autoencoders, classifiers, comparison, fid, gans, latent_models, likelihood_vaes, registry, svhn  # noqa: F401

@@ -98,14 +98,16 @@ def interpolation_confidence(model, verifier, z_a: torch.Tensor, z_b: torch.Tens
 
 def distinct_confident_pairs(confidence: torch.Tensor, digit: torch.Tensor, k: int = 2) -> list[tuple[int, int]]:
     """k pairs of indices for interpolation figures: each pairs the most confidently classified
-    unused sample with the most confident unused one of another digit (confidence, digit (N,))."""
+    unused sample with the most confident unused one of another digit (of the same digit when no
+    other is left, e.g. for an untrained model). confidence, digit: (N,). ValueError when fewer
+    than 2k samples are given."""
+    if len(confidence) < 2 * k:
+        raise ValueError(f"cannot find {k} pairs among {len(confidence)} samples")
     order, used, pairs = confidence.argsort(descending=True).tolist(), set(), []
     for _ in range(k):
-        first = next((i for i in order if i not in used), None)
-        second = next((i for i in order if first is not None and i not in used and i != first
-                       and digit[i] != digit[first]), None)
-        if second is None:
-            raise ValueError(f"cannot find {k} pairs of different digits among {len(order)} samples")
+        first = next(i for i in order if i not in used)
+        rest = [i for i in order if i not in used and i != first]
+        second = next((i for i in rest if digit[i] != digit[first]), rest[0])
         used |= {first, second}
         pairs.append((first, second))
     return pairs

@@ -111,8 +111,9 @@ def test_distinct_confident_pairs_join_the_most_confident_samples_of_different_d
     confidence = torch.tensor([0.9, 0.95, 0.5, 0.8, 0.99, 0.7])
     digit = torch.tensor([3, 3, 1, 3, 3, 2])
     assert latent.distinct_confident_pairs(confidence, digit, k=2) == [(4, 5), (1, 2)]
-    with pytest.raises(ValueError, match="cannot find 3 pairs"):
-        latent.distinct_confident_pairs(confidence, digit, k=3)
+    assert latent.distinct_confident_pairs(confidence, digit, k=3)[2] == (0, 3)    # only 3s left: a pair of 3s
+    with pytest.raises(ValueError, match="cannot find 4 pairs among 6"):
+        latent.distinct_confident_pairs(confidence, digit, k=4)
 
 
 def test_the_comparison_reads_each_quantity_as_its_own_notebook_prints_it():

@@ -15,9 +15,6 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 FLAG = re.compile(r"^RETRAIN = False\b", re.MULTILINE)
-# notebook 11 is rewritten with the SVHN WGAN-GP's retraining; its FID studies assume full-size test
-# sets (5,000-image halves, n from 500 to 5,000) that a smoke subset does not have
-PENDING = {"11_fid_and_comparison"}
 
 
 def retraining_copy(path: Path) -> nbformat.NotebookNode:
@@ -36,8 +33,6 @@ def outputs_text(nb) -> str:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_with_retrain_under_smoke(path, monkeypatch, tmp_path):
-    if path.stem in PENDING:
-        pytest.skip("its smoke path waits for the notebook's rewrite")
     monkeypatch.setenv("DGM_SMOKE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     shipped = {p.name: p.stat().st_mtime_ns for p in (ROOT / "checkpoints").glob("*")}

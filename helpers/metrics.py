@@ -386,6 +386,21 @@ def kl_decomposition(summary: dict, draws: int = 20, seed: int = 0) -> dict:
             "dependence": summary["kl"] - expected}
 
 
+def classified_balance(result, draws: int = 20, seed: int = 0) -> dict:
+    """`kl_decomposition` of a live `Classification` of stacked images (N, 3 channels): per-channel
+    digit KLs to uniform, the measured KL over 1000 classes, the KL independent channels with these
+    digit frequencies would give at the same N, and the most and least frequent digit averaged over
+    the channels ({"most": (digit, frequency), "least": ...})."""
+    freq = digit_frequencies(result.digits)                                       # (C, 10)
+    channel_kl = (freq * torch.log(10 * freq.clamp_min(1e-12))).sum(1).tolist()
+    out = kl_decomposition({"digit_frequencies": freq.tolist(), "channel_kl": channel_kl,
+                            "kl": result.kl_to_uniform(), "n": len(result)}, draws=draws, seed=seed)
+    average = freq.mean(0)
+    out["most"] = (int(average.argmax()), average.max().item())
+    out["least"] = (int(average.argmin()), average.min().item())
+    return out
+
+
 def estimator_spread(model: nn.Module, x: torch.Tensor, draws: int = 200,
                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The noise of a single-draw ELBO estimate per image: for each image of x (M, C, S, S), the

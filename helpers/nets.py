@@ -35,6 +35,20 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
+class MLPClassifier(nn.Module):
+    """(N, C, S, S) -> (N, classes) logits: a fully connected net on the flattened pixels, two
+    hidden ReLU layers of `hidden` units. A second opinion beside `DigitClassifier` with nothing
+    in common with it but the data (no convolutions, no shared weights)."""
+
+    def __init__(self, in_features: int = 784, hidden: int = 256, classes: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class DigitClassifier(nn.Module):
     """CNN for one-channel digits: (N, channels, S, S) in [0, 1] -> logits (N, n_classes), S = 28 or 32.
 

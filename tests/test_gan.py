@@ -393,3 +393,16 @@ def test_the_evaluation_of_a_weight_average_also_scores_the_last_steps_generator
     assert [r["seed"] for r in last["by_seed"]] == [r["seed"] for r in out["by_seed"]]
     expected = recipes.gan_sample_scores(gan.without_average(), recipes.GAN_SAMPLE_SEEDS[0])
     assert last["by_seed"][0] == expected and out["by_seed"][0] == recipes.gan_sample_scores(gan)
+
+
+def test_a_held_out_classifier_judges_the_mono_gans(verifier_only, smoke):
+    from helpers.recipes import gans
+    gans.heldout_classifier.cache_clear()
+    net, accuracy = gans.heldout_classifier()
+    assert type(net).__name__ == "MLPClassifier" and not net.training and 0.0 <= accuracy <= 1.0
+    checkpoints.save("dcgan_mnist", tiny_gan())
+    out = recipes.evaluate("dcgan_mnist:heldout")
+    assert out["samples"] == 256 and 0.0 <= out["heldout_confident"] <= 1.0
+    assert 0.0 <= out["heldout_confident_real"] <= 1.0 and out["classifier_test_accuracy"] == round(accuracy, 4)
+    assert set(recipes.evaluations_of("dcgan_mnist")) == {"dcgan_mnist", "dcgan_mnist:heldout"}
+    gans.heldout_classifier.cache_clear()

@@ -131,6 +131,19 @@ def test_the_comparison_reads_each_quantity_as_its_own_notebook_prints_it():
     assert all(checkpoints.exists(m.name) for m in present)
 
 
+def test_classified_balance_of_independent_balanced_channels_is_the_sampling_floor():
+    from helpers.verification import Classification
+    g = torch.Generator().manual_seed(4)
+    digits = torch.randint(0, 10, (26_000, 3), generator=g)
+    digits[:, 0] = torch.where(digits[:, 0] == 4, torch.tensor(3), digits[:, 0])   # channel 0: no 4s, twice the 3s
+    result = Classification(digits=digits, digit_confidence=torch.ones(26_000, 3))
+    out = metrics.classified_balance(result)
+    assert out["channel_kl"][0] == pytest.approx(0.2 * math.log(2), abs=0.01)         # 0.8 of mass at 0.1, 0.2 at 0.2
+    assert out["channel_kl"][1] < 0.002 and out["most"][0] == 3 and out["least"][0] == 4
+    assert out["measured"] == pytest.approx(result.kl_to_uniform())
+    assert abs(out["dependence"]) < 4 * out["independent_sd"] + 0.005                # independent by construction
+
+
 def test_top_confusions_and_format_optional():
     cm = torch.tensor([[5, 2, 0], [7, 9, 1], [0, 3, 4]])
     assert metrics.top_confusions(cm, k=2) == [(1, 0, 7), (2, 1, 3)]

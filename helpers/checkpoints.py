@@ -118,18 +118,35 @@ def build_model(config: dict) -> nn.Module:
                               f"manifest with git") from None
 
 
+STORAGES = ("float32", "float16")
+HALF_LIMIT = 60_000.0          # float16's largest finite value is 65,504
+
+
+def _stored(tensor: torch.Tensor, storage: str) -> torch.Tensor:
+    """A state_dict tensor as saved: floating-point tensors at half precision under "float16"
+    when every value fits, everything else unchanged."""
+    if storage == "float16" and tensor.is_floating_point() and tensor.numel() and tensor.abs().max() < HALF_LIMIT:
+        return tensor.half()
+    return tensor
+
+
 def save(name: str, model: nn.Module, *, metrics: dict | None = None, data_mode: str | None = None,
          command: str | None = None, history: dict | None = None, trained_seconds: float | None = None,
-         directory: Path | None = None) -> Path:
-    """Write `model.state_dict()` to `<dir>/<name>.pt` atomically and record it in the manifest."""
+         directory: Path | None = None, storage: str = "float32") -> Path:
+    """Write `model.state_dict()` to `<dir>/<name>.pt` atomically and record it in the manifest.
+    storage "float16" stores the floating-point tensors at half precision (half the file; a tensor
+    that float16 cannot hold, beyond +-60,000, stays float32); loading casts them back into the
+    model's float32 parameters, so what the manifest's evaluations score is the stored weights."""
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     directory = directory or settings.checkpoint_dir()
     config = model_config(model)
     path = directory / f"{name}.pt"
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: _stored(v.detach().cpu(), storage) for k, v in model.state_dict().items()}
     settings.atomic_write(path, lambda f: torch.save(state, f))
     record = {
         "file": path.name, "sha256": sha256_of(path), "config": config, "data_mode": data_mode,
-        "command": command or f"python -m helpers train {name}", "metrics": metrics or {},
+        "command": command or f"python -m helpers train {name}", "metrics": metrics or {}, "storage": storage,
         "history": history, "trained_seconds": trained_seconds, "versions": library_versions(),
         "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from helpers import checkpoints, recipes
+from helpers import checkpoints, recipes, settings
 from helpers.checkpoints import CheckpointError
 from helpers.nets import DigitClassifier
 
@@ -160,3 +160,26 @@ def test_manifest_updates_from_two_processes_lose_nothing(tmp_path):
     assert all(w.exitcode == 0 for w in workers)
     manifest = checkpoints.read_manifest(tmp_path)
     assert sorted(manifest) == sorted([f"a{i}" for i in range(25)] + [f"b{i}" for i in range(25)])
+
+
+def test_half_precision_storage_halves_the_file_and_loads_into_float32(tmp_path):
+    from helpers.models import GAN
+    with settings.forked_rng(0):
+        gan = GAN(latent_dim=32, width=16, snapshots=2, blocks=1)
+    full = checkpoints.save("full", gan, directory=tmp_path)
+    half = checkpoints.save("half", gan, directory=tmp_path, storage="float16")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert checkpoints.entry("half", tmp_path)["storage"] == "float16"
+    loaded = checkpoints.load("half", "cpu", directory=tmp_path)
+    for (key, a), b in zip(gan.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == a.dtype, key                                    # floats come back as float32
+        expected = a.half().to(a.dtype) if a.is_floating_point() else a
+        assert torch.equal(b, expected), key
+    stored = torch.load(half, weights_only=True)
+    assert stored["snapshot_images"].dtype == torch.uint8 and stored["generator.fc.0.weight"].dtype == torch.float16
+    big = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        big.weight.fill_(1e6)                                             # beyond float16: kept float32
+    assert checkpoints._stored(big.weight.detach(), "float16").dtype == torch.float32
+    with pytest.raises(ValueError, match="storage must be one of"):
+        checkpoints.save("x", gan, directory=tmp_path, storage="int8")

@@ -97,7 +97,7 @@ def _train_gan(name: str, device, resume) -> Trained:
     model, history = fit_gan_recipe(name, x, s, width=64, device=device, resume=resume)
     metrics = {**gan_sample_scores(model), "epochs": len(history.epochs), "images_per_epoch": len(x),
                "batch_size": s["batch_size"]}
-    return Trained(model, metrics, history.to_dict(), s["mode"].name)
+    return Trained(model, metrics, history.to_dict(), s["mode"].name, storage="float16")    # files under 5 MB
 
 
 @recipe("dcgan_mnist")

@@ -23,6 +23,7 @@ class Trained(NamedTuple):
     metrics: dict
     history: dict
     data_mode: str
+    storage: str = "float32"      # "float16": saved at half precision (`checkpoints.save`)
 
 
 RECIPES: dict[str, Callable[[torch.device, "object"], Trained]] = {}
@@ -56,7 +57,7 @@ def train(name: str, device: torch.device | str | None = None, evaluate_after: b
     seconds = round(earlier + time.perf_counter() - start, 1)
     if not settings.smoke_mode():
         checkpoints.save(name, result.model, metrics=result.metrics, data_mode=result.data_mode,
-                         history=result.history, trained_seconds=seconds,
+                         history=result.history, trained_seconds=seconds, storage=result.storage,
                          command=f"python -m helpers train {name}")
         if evaluate_after:
             for key in evaluations_of(name):

@@ -231,11 +231,11 @@ def _wgan_gp_svhn(device, resume) -> Trained:
     weight average (ema 0.999), and a critic of two stride-2 convolutions without normalisation
     (`nets.DCGANDiscriminator`, norm None: the gradient penalty is per sample), trained through
     `divergences.fit_gan` / `wgan_gp_step` on the SVHN train part: 25 epochs of 37 passes
-    (101,750 critic and 20,350 generator steps), keeping a decoding of 16 fixed codes and the
+    (101,175 critic and 20,235 generator steps), keeping a decoding of 16 fixed codes and the
     validation FID (`validation_fid_monitor`) after every epoch.
     Metrics: the last epoch's mean critic estimate of W1, FID of 1,000 samples on the held-out part.
-    Budget: about 0.06 s of one core per critic step under bf16, 4,070 steps an epoch, about
-    4 min an epoch: about 1 h 50 min on one core."""
+    Budget: about 0.067 s of one core per critic step under bf16 (15 steps/s), 4,047 steps an
+    epoch, 4.5 min an epoch: about 1 h 55 min on one core."""
     s = WGAN_GP_SVHN
     svhn = load_svhn_data()
     x = svhn.train[0].repeat(s["passes"], 1, 1, 1)          # (passes * 7000, 3, 32, 32), each image once a pass

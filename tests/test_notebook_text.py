@@ -10,9 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 MAX_WORDS = 3000
 MAX_INTRO_WORDS = 150
-# notebooks whose rewrite waits for their retrained models (the GAN and SVHN runs); each leaves this
-# set when it is rewritten, and the set must end empty
-PENDING_REWRITE = {"09_dcgan", "10_wgan_and_divergences", "11_fid_and_comparison"}
+MAX_TOTAL_WORDS = 22_000       # all eleven notebooks together
 TRACKER = re.compile(r"\b(issues?|previous version|this revision|earlier version|before this revision|"
                      r"revision history|session|ticket|TODO)\b", re.IGNORECASE)
 
@@ -34,8 +32,6 @@ def test_no_tracker_or_revision_words(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_markdown_word_budget(path):
-    if path.stem in PENDING_REWRITE:
-        pytest.skip("rewrite pending on the retrained models")
     total = sum(words(t) for t in cells(path, "markdown"))
     # the introduction's prose: the table of sheet items it carries is counted in the total only
     intro = words("\n".join(line for line in cells(path, "markdown")[0].splitlines() if not line.startswith("|")))
@@ -45,15 +41,15 @@ def test_markdown_word_budget(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_no_function_defined_in_a_cell(path):
-    if path.stem in PENDING_REWRITE:
-        pytest.skip("rewrite pending on the retrained models")
     defined = [line.strip() for text in cells(path, "code") for line in text.splitlines()
                if re.match(r"\s*(def|class)\s", line)]
     assert not defined, f"{path.name}: functions defined in a notebook: {defined}"
 
 
-def test_the_pending_set_names_real_notebooks():
-    assert PENDING_REWRITE <= {p.stem for p in NOTEBOOKS}
+@pytest.mark.xfail(reason="the eleven notebooks hold about 24,900 words: over the 22,000 budget", strict=True)
+def test_total_markdown_word_budget():
+    total = sum(words(t) for path in NOTEBOOKS for t in cells(path, "markdown"))
+    assert total <= MAX_TOTAL_WORDS, f"{total} words of markdown in all notebooks (at most {MAX_TOTAL_WORDS})"
 
 
 def test_the_checker_finds_tracker_words():

@@ -37,7 +37,7 @@ HEADLINES = [
     ("03_vae", lambda: f"{ev('vae_mono', 'channelwise_samples', 'kl'):.3f}"),
     ("08_flow_prior_vae", lambda: f"{ev('vae_mono_flow', 'val_elbo', 'mean', part='prior_comparison'):.2f}"),
     ("09_dcgan", lambda: f"{ev('dcgan_mnist', 'predictability', 'mean'):.3f}"),
-    ("09_dcgan", lambda: f"{ev('dcgan_mnist', 'kl', 'mean'):.3f}"),
+    ("09_dcgan", lambda: f"{ev('dcgan_mnist', 'kl', 'mean'):.4f}"),
     ("09_dcgan", lambda: f"{ev('dcgan_stacked', 'modes', 'mean'):.1f}"),
     ("09_dcgan", lambda: f"{ev('pacgan_stacked', 'kl', 'mean'):.3f}"),
     ("10_wgan_and_divergences", lambda: f"{ev('wgan_gp_mnist', 'predictability', 'mean'):.3f}"),

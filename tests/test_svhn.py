@@ -236,6 +236,11 @@ def test_a_fid_reference_scores_like_the_command_and_checks_its_input(tmp_path, 
         reference.score(torch.rand(150, 3, 32, 32))
     with pytest.raises(ValueError, match="NaN|finite"):
         reference.score(torch.full((150, 1, 28, 28), float("nan")))
+    other = recipes.FIDReference("mnist", images=x[150:300], what="training images 150-299")
+    expected = calculate_fid_score(feature_batches(other.extract, x[:150]), feature_batches(other.extract, x[150:300]))
+    assert other.test_set == "training images 150-299" and other.score(x[:150]) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="channel|shape|28"):
+        recipes.FIDReference("mnist", images=torch.rand(150, 3, 32, 32))
 
 
 @pytest.mark.parametrize("setup, words", [

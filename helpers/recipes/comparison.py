@@ -117,9 +117,9 @@ def stacked_rows() -> list[dict]:
 @torch.no_grad()
 def classifier_view(classifier, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, S, S) -> the classifier's confidence in its top digit and that digit, each (N,) on the CPU."""
+    from ..metrics import batched
     device = next(classifier.parameters()).device
-    probs = torch.cat([classifier(b.to(device)).softmax(1).cpu() for b in images.split(batch_size)])
-    return probs.max(1)
+    return batched(lambda b: classifier(b.to(device)).softmax(1), images, batch_size).max(1)
 
 
 def sample_statistics(images: torch.Tensor, classifier, reference, real_labels: torch.Tensor) -> dict:

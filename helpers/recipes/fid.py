@@ -98,17 +98,22 @@ def _fid_image_shape(dataset: str) -> tuple[int, int]:
 
 
 class FIDReference:
-    """The test side of a FID computed once, to score many sets of images against: the features
-    (`fid_feature_extractor`) of a dataset's test images (`fid_test_images`, the first
-    `test_samples`). `score(images)` -> FID of images (N, C, S, S) in [0, 1];
-    `features_of(images)` -> (N, 128) features; `test_features` (n_test, 128)."""
+    """The reference side of a FID computed once, to score many sets of images against: the
+    features (`fid_feature_extractor`) of a dataset's test images (`fid_test_images`, the first
+    `test_samples`), or of other reference `images` of that dataset described as `what` (e.g. a
+    validation part). `score(images)` -> FID of images (N, C, S, S) in [0, 1];
+    `features_of(images)` -> (N, 128) features; `test_features` (n_reference, 128)."""
 
     def __init__(self, dataset: str = "mnist", test_samples: int | None = None,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, images: torch.Tensor | None = None,
+                 what: str = "given reference images"):
         self.dataset = dataset
         self.channels, self.size = _fid_image_shape(dataset)
         self.extract, _, _, self.description = fid_feature_extractor(dataset, device)
-        self.images, self.test_set = fid_test_images(dataset, test_samples)
+        if images is None:
+            self.images, self.test_set = fid_test_images(dataset, test_samples)
+        else:
+            self.images, self.test_set = self.check(images, "reference images"), what
         start = time.perf_counter()
         self.test_features = self.features_of(self.images)
         self.seconds_test_features = time.perf_counter() - start

@@ -14,7 +14,7 @@ from .registry import (
 from .autoencoders import FLOW_PRIOR
 from .gans import fit_gan_recipe
 from .fid import (
-    FID_SAMPLES, FID_SEED, SVHN_CLASSIFIER, fid_feature_extractor, load_svhn_data, svhn_classifier_net, svhn_sample_fid,
+    FID_SAMPLES, FID_SEED, SVHN_CLASSIFIER, FIDReference, load_svhn_data, svhn_classifier_net, svhn_sample_fid,
 )
 
 
@@ -210,17 +210,12 @@ def validation_fid_monitor(svhn, device=None, seed: int = FID_SEED):
     against SVHN's validation part}, on the SVHN classifier's features (the validation features
     computed once). The held-out part stays out of training decisions. Returns {} when there is
     no classifier, and under DGM_SMOKE=1 (its validation cut is too small for 128-d covariances)."""
-    from ..frechet import calculate_fid_score, feature_batches
     from ..metrics import draw_samples
     if not checkpoints.exists(SVHN_CLASSIFIER) or settings.smoke_mode():
         return lambda model: {}
-    features = fid_feature_extractor("svhn", device)[0]
-    reference = torch.cat(list(feature_batches(features, svhn.val[0])))
-
-    def monitor(model) -> dict:
-        samples = draw_samples(model, MONITOR_SAMPLES, torch.Generator().manual_seed(seed))
-        return {"val_fid": calculate_fid_score([torch.cat(list(feature_batches(features, samples)))], [reference])}
-    return monitor
+    reference = FIDReference("svhn", device=device, images=svhn.val[0], what="SVHN validation part")
+    return lambda model: {"val_fid": reference.score(draw_samples(model, MONITOR_SAMPLES,
+                                                                  torch.Generator().manual_seed(seed)))}
 
 
 @recipe("wgan_gp_svhn")

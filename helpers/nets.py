@@ -36,16 +36,20 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
 
 
 class MLPClassifier(nn.Module):
-    """(N, C, S, S) -> (N, classes) logits: a fully connected net on the flattened pixels, two
-    hidden ReLU layers of `hidden` units. A second opinion beside `DigitClassifier` with nothing
+    """(N, C, S, S) -> (N, classes) logits: a fully connected net on the flattened pixels (each
+    image standardised first if `standardize`), two hidden ReLU layers of `hidden` units. A second opinion beside `DigitClassifier` with nothing
     in common with it but the data (no convolutions, no shared weights)."""
 
-    def __init__(self, in_features: int = 784, hidden: int = 256, classes: int = 10):
+    def __init__(self, in_features: int = 784, hidden: int = 256, classes: int = 10, standardize: bool = False):
         super().__init__()
+        self.standardize = standardize     # each image to zero mean and unit deviation over its pixels first
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.standardize:
+            flat = x.flatten(1)
+            x = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-3)
         return self.net(x)
 
 

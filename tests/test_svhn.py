@@ -341,3 +341,40 @@ def test_svhn_vae_evaluation_log_px_is_at_least_the_elbo_on_average(tmp_path, sm
         out = recipes.svhn._evaluate_svhn_vae(model)
         assert out["images"] == 200 and len(out["test_log_px"]["values"]) == 200
         assert out["test_log_px"]["mean"] >= out["test_elbo"]["mean"] - 0.05
+
+
+def test_a_held_out_mlp_judges_the_svhn_samples(tmp_path, ckpt_dir, smoke, monkeypatch):
+    """`NAME:heldout` of an SVHN model: the MLP's accuracy, confidence and agreement with
+    svhn_classifier, recomputed here from the two networks."""
+    from helpers import checkpoints, recipes
+    from helpers.models import GAN
+    root = tmp_path / "data"
+    write_svhn_mat(root / data.SVHN_SAMPLE_FILE, 1000)
+    monkeypatch.setenv("DGM_DATA_DIR", str(root))
+    recipes.svhn_heldout_classifier.cache_clear()
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        checkpoints.save(recipes.SVHN_CLASSIFIER, recipes.svhn_classifier_net(width=8))
+        checkpoints.save("wgan_gp_svhn", GAN(channels=3, latent_dim=100, width=8, image_size=32, d_norm=None).eval())
+    out = recipes.evaluate("wgan_gp_svhn:heldout")
+    net, accuracy = recipes.svhn_heldout_classifier()
+    assert type(net).__name__ == "MLPClassifier" and net.standardize and not net.training
+    x, y = recipes.load_svhn_data().test
+    with torch.no_grad():
+        probs = net(x).softmax(1)
+        other = checkpoints.load(recipes.SVHN_CLASSIFIER)(x).argmax(1)
+    assert accuracy == (probs.argmax(1) == y).float().mean().item()
+    n = out["samples"]
+    assert n == 256 and len(x) == 200      # the smoke split's held-out part is smaller than the sample count
+    assert out["heldout_confident_real"] == round((probs.max(1).values >= 0.8).float().mean().item(), 4)
+    assert out["agreement_real"] == round((probs.argmax(1) == other).float().mean().item(), 4)
+    assert 0.0 <= out["heldout_confident"] <= 1.0 and 0.0 <= out["agreement"] <= 1.0
+    assert "wgan_gp_svhn:heldout" in recipes.evaluations_of("wgan_gp_svhn")
+    recipes.svhn_heldout_classifier.cache_clear()
+
+
+def test_a_standardising_mlp_sees_each_image_at_zero_mean_and_unit_deviation():
+    from helpers.nets import MLPClassifier
+    net = MLPClassifier(in_features=12, hidden=4, standardize=True)
+    x = torch.rand(5, 3, 2, 2)
+    assert torch.allclose(net(x), net(3.0 * x + 0.5), atol=1e-3)       # invariant to each image's scale and shift

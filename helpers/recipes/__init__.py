@@ -5,7 +5,7 @@
     autoencoders     AEs and VAEs on (stacked)MNIST (notebooks 02, 03) and the flow-prior VAE (08)
     likelihood_vaes  the four decoder likelihoods (04) and the z = 100 VAE (07)
     latent_models    the 2-D AE and VAE (05) and encoder-free inference (06)
-    gans             DCGAN, stacked DCGAN, PacGAN2, weight-averaged DCGAN, WGAN-GP (09, 10)
+    gans             DCGAN, stacked DCGAN, PacGAN2, WGAN-GP (09, 10)
     fid              FID features, test sets, FIDReference, the fid command; SVHN loaders (11)
     svhn             SVHN classifier, SVHN VAEs, SVHN WGAN-GP (08, 11)
     comparison       one table of every model: its rows and stored likelihoods, SVHN sample statistics (11)
@@ -45,7 +45,7 @@ from .fid import (  # noqa: F401
     load_svhn_classifier, load_svhn_data, svhn_classifier_net, svhn_sample_fid,
 )
 from .svhn import (  # noqa: F401
-    ACTIVE_KL, MONITOR_SAMPLES, SVHN_IS_K, SVHN_IS_SEED, SVHN_LATENT, SVHN_SIGMA, SVHN_WIDTH, WGAN_GP_SVHN,
-    kl_per_dimension, validation_fid_monitor,
+    ACTIVE_KL, MONITOR_SAMPLES, SVHN_HELDOUT_SEED, SVHN_IS_K, SVHN_IS_SEED, SVHN_LATENT, SVHN_SIGMA, SVHN_WIDTH,
+    WGAN_GP_SVHN, kl_per_dimension, svhn_heldout_classifier, svhn_heldout_scores, validation_fid_monitor,
 )
 from . import autoencoders, classifiers, comparison, fid, gans, latent_models, likelihood_vaes, registry, svhn  # noqa: F401

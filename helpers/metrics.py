@@ -586,7 +586,7 @@ def log_px_live_checks(model: nn.Module, x: torch.Tensor, stored: dict, channelw
 def write_samples(model: nn.Module, n: int, directory, generator: torch.Generator, overwrite: bool = False,
                   chunk_size: int = 2560, **kwargs):
     """Draw n samples (n, C, S, S) of `model` with `generator` (`draw_samples`) and write them as
-    PNGs into `directory` atomically (`data.write_png_directory`). Returns the list of paths."""
-    from .data import write_png_directory
+    PNGs into `directory` atomically (`png.write_png_directory`). Returns the list of paths."""
+    from .png import write_png_directory
     return write_png_directory(draw_samples(model, n, generator, chunk_size=chunk_size, **kwargs), directory,
                                overwrite=overwrite)

@@ -7,7 +7,7 @@ HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 LAYERS = [
     ["settings"],
     ["data", "likelihoods", "priors", "nets", "frechet"],
-    ["models"],
+    ["models", "svhn_data", "png"],
     ["training", "checkpoints"],
     ["verification", "metrics", "inference", "latent", "divergences", "plotting"],
     ["recipes", "widgets", "report"],

@@ -11,9 +11,11 @@ import pytest
 import scipy.io
 import torch
 
-from helpers import data, recipes
-from helpers.data import (DatasetCorruptError, DatasetNotFoundError, load_svhn, read_png_directory,
-                          write_png_directory)
+from helpers import recipes
+from helpers import svhn_data as data
+from helpers.data import DatasetCorruptError, DatasetNotFoundError
+from helpers.png import read_png_directory, write_png_directory
+from helpers.svhn_data import load_svhn
 
 
 def write_svhn_mat(path, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -28,8 +28,8 @@ def svhn_classifier_net(width: int = 32) -> DigitClassifier:
 
 
 def load_svhn_data(verbose: bool = True):
-    """`data.load_svhn()` with the workbook's split (seed `data.SVHN_SPLIT_SEED`)."""
-    from ..data import load_svhn
+    """`svhn_data.load_svhn()` with the workbook's split (seed `svhn_data.SVHN_SPLIT_SEED`)."""
+    from ..svhn_data import load_svhn
     return load_svhn(verbose=verbose)
 
 
@@ -175,7 +175,7 @@ def fid_of_directories(directories, dataset: str = "mnist", test_samples: int | 
     """`python -m helpers fid DIR [DIR ...]`: the PNGs of each directory (and its subdirectories, the
     layout of IFT6135's score_fid.py), all read and checked to be the dataset's size and colour mode
     first, then scored against one set of test features (`fid_against_test_sets`)."""
-    from ..data import read_png_directory
+    from ..png import read_png_directory
     if not directories:
         raise ValueError("name at least one directory of samples")
     channels, size = _fid_image_shape(dataset)

@@ -22,7 +22,7 @@ from .fid import (
 
 # ==================================================================================================
 # --- SVHN end to end and FID (IFT6135 Problem 3, notebook 11) ---------------------------
-# Data: `data.load_svhn()`, full SVHN when it is on disk, else the 10,000-image SVHN sample split
+# Data: `svhn_data.load_svhn()`, full SVHN when it is on disk, else the 10,000-image SVHN sample split
 # 7,000 / 1,000 / 2,000 with seed 0 (train / validation / held-out); the manifest's data_mode says
 # which the weights were trained on. svhn_classifier gives the SVHN FID features; vae_svhn and
 # wgan_gp_svhn are Problem 3's two models: latent size 100 and one generator architecture

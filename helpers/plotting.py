@@ -395,3 +395,29 @@ def density_estimate_figure(grid: torch.Tensor, d_of_x: torch.Tensor, truth: tor
     ax_log.legend(loc="lower center", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def grouped_bars(values: dict[str, dict[str, tuple[float, float]]], ax=None, reference: tuple[float, str] | None = None,
+                 xlabel: str = "", ylabel: str = "", title: str | None = None, ylim=None):
+    """Bars with standard-error whiskers, one group per inner key, one colour per outer key:
+    values {series: {group: (mean, se)}} (every series with the same groups, in order); an optional
+    dashed horizontal `reference` (value, label). Returns the axes."""
+    if not values:
+        raise ValueError("grouped_bars needs at least one series")
+    groups = list(next(iter(values.values())))
+    if any(list(v) != groups for v in values.values()):
+        raise ValueError(f"every series needs the groups {groups}")
+    ax = ax if ax is not None else plt.subplots(figsize=(8.5, 3.8))[1]
+    width = 0.8 / len(values)
+    for j, (series, by_group) in enumerate(values.items()):
+        offset = (j - (len(values) - 1) / 2) * width
+        ax.bar([i + offset for i in range(len(groups))], [by_group[g][0] for g in groups], width,
+               yerr=[by_group[g][1] for g in groups], capsize=2, label=series)
+    if reference is not None:
+        ax.axhline(reference[0], color="k", ls="--", lw=1, label=reference[1])
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title or "")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8), ax.grid(alpha=0.3, axis="y")
+    return ax

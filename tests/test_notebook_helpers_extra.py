@@ -202,3 +202,53 @@ def test_smoke_banner(monkeypatch, capsys):
     monkeypatch.setenv("DGM_SMOKE", "0")
     settings.smoke_banner()
     assert capsys.readouterr().out == ""
+
+
+def test_grouped_bars_draws_each_mean_with_its_error_and_checks_its_groups():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from helpers import plotting
+    values = {"a": {"x": (0.5, 0.01), "y": (0.7, 0.02)}, "b": {"x": (0.2, 0.03), "y": (0.9, 0.0)}}
+    ax = plotting.grouped_bars(values, reference=(0.95, "ref"), ylim=(0, 1))
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == [0.2, 0.5, 0.7, 0.9]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y"]
+    assert any(line.get_ydata()[0] == 0.95 for line in ax.get_lines())
+    plt.close("all")
+    with pytest.raises(ValueError, match="every series needs the groups"):
+        plotting.grouped_bars({"a": {"x": (1, 0)}, "b": {"y": (1, 0)}})
+    with pytest.raises(ValueError, match="at least one series"):
+        plotting.grouped_bars({})
+
+
+def test_sample_statistics_against_direct_computations():
+    """comparison.sample_statistics: sharpness and pixel diversity from scipy, the confident fraction
+    and the KL from the classifier's softmax directly."""
+    import numpy as np
+    from scipy.ndimage import laplace
+    from scipy.spatial.distance import pdist
+    from helpers.recipes import comparison
+
+    class Features:                                       # a stand-in FIDReference: features = mean colour
+        def features_of(self, images):
+            return images.mean((2, 3))
+
+    with settings.forked_rng(0):
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+    images = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    real = torch.tensor([0, 1, 1, 2, 3, 3, 3, 4, 5, 6, 7, 8, 9, 9])
+    out = comparison.sample_statistics(images, net, Features(), real)
+    with torch.no_grad():
+        probs = net(images).softmax(1)
+    grey = np.tensordot(np.array([0.299, 0.587, 0.114]), images.double().numpy(), axes=([0], [1]))   # (12, 8, 8)
+    sharp = np.mean([np.abs(laplace(g)[1:-1, 1:-1]).mean() for g in grey])
+    assert out["pixel"] == pytest.approx(pdist(images.flatten(1).double().numpy()).mean(), rel=1e-5)
+    assert out["feature"] == pytest.approx(pdist(images.mean((2, 3)).double().numpy()).mean(), rel=1e-5)
+    assert out["confident"] == pytest.approx((probs.max(1).values >= 0.8).float().mean().item())
+    freq = np.bincount(probs.argmax(1).numpy(), minlength=10) / 12
+    ref = np.bincount(real.numpy(), minlength=10) / len(real)
+    nz = freq > 0
+    assert out["kl"] == pytest.approx(float((freq[nz] * np.log(freq[nz] / ref[nz])).sum()), rel=1e-6)
+    assert out["digits"] == np.bincount(probs.argmax(1).numpy(), minlength=10).tolist()
+    assert out["sharpness"] == pytest.approx(sharp, rel=1e-5)

@@ -41,12 +41,22 @@ def show_images(images: torch.Tensor, titles: Sequence | None = None, ncols: int
     return fig
 
 
+def readings(classifier, images: torch.Tensor) -> list[str]:
+    """A title per image (N, C, S, S) from a classifier's `classify` (e.g. the verification net):
+    its digit in each channel (R, G, B for stackedMNIST) and, in brackets, the lowest of their
+    confidences."""
+    seen = classifier.classify(images)
+    return ["".join(map(str, d.tolist())) + f" ({c.min():.2f})" for d, c in zip(seen.digits, seen.digit_confidence)]
+
+
 def show_rows(rows: dict[str, torch.Tensor], ncols: int | None = None, scale: float = 1.0,
-              column_titles: Sequence[str] | None = None):
+              column_titles: Sequence[str] | None = None, image_titles: dict[str, Sequence[str]] | None = None):
     """One row of images per entry {row label: (N, C, H, W)}, e.g. originals above reconstructions;
-    column_titles: a title above each column of the first row (e.g. the perturbation epsilon)."""
+    column_titles: a title above each column of the first row (e.g. the perturbation epsilon);
+    image_titles: {row label: a title per image} (e.g. `readings`), over column_titles."""
     ncols = ncols or max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(scale * 1.0 * ncols + 1.2, scale * 1.05 * len(rows)),
+    height = 1.3 if image_titles else 1.05
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(scale * 1.0 * ncols + 1.2, scale * height * len(rows)),
                              squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
         arr = to_numpy_images(images[:ncols])
@@ -60,6 +70,9 @@ def show_rows(rows: dict[str, torch.Tensor], ncols: int | None = None, scale: fl
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     for c, title in enumerate((column_titles or [])[:ncols]):
         axes[0, c].set_title(title, fontsize=8)
+    for r, label in enumerate(rows):
+        for c, title in enumerate(list((image_titles or {}).get(label, []))[:ncols]):
+            axes[r, c].set_title(title, fontsize=7)
     fig.tight_layout()
     return fig
 

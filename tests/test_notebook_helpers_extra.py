@@ -252,3 +252,21 @@ def test_sample_statistics_against_direct_computations():
     assert out["kl"] == pytest.approx(float((freq[nz] * np.log(freq[nz] / ref[nz])).sum()), rel=1e-6)
     assert out["digits"] == np.bincount(probs.argmax(1).numpy(), minlength=10).tolist()
     assert out["sharpness"] == pytest.approx(sharp, rel=1e-5)
+
+
+def test_readings_title_each_image_with_the_classifiers_digits_and_lowest_confidence():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from helpers import plotting
+    from helpers.verification import Classification
+
+    class Fixed:                       # a classifier whose reading is known
+        def classify(self, images):
+            return Classification(digits=torch.tensor([[1, 2, 3], [9, 0, 4]]),
+                                  digit_confidence=torch.tensor([[0.9, 0.55, 0.99], [0.7, 0.8, 0.95]]))
+    titles = plotting.readings(Fixed(), torch.rand(2, 3, 28, 28))
+    assert titles == ["123 (0.55)", "904 (0.70)"]
+    fig = plotting.show_rows({"a": torch.rand(2, 3, 28, 28)}, image_titles={"a": titles})
+    assert [ax.get_title() for ax in fig.axes[:2]] == titles
+    plt.close("all")

@@ -43,8 +43,7 @@ SVHN_MODELS = (
 STACKED_MONO = (("ae_mono", "AE mono, channel-wise, fitted codes"), ("vae_mono", "VAE mono, channel-wise"),
                 ("vae_mono_flow", "VAE mono, RealNVP prior, channel-wise"))
 STACKED_JOINT = (("ae_color", "AE joint 3-channel, fitted codes"), ("vae_color", "VAE joint 3-channel"))
-STACKED_GANS = (("dcgan_stacked", "DCGAN on stackedMNIST"), ("pacgan_stacked", "PacGAN2 on stackedMNIST"),
-                ("dcgan_stacked_ema", "DCGAN, weight average"))
+STACKED_GANS = (("dcgan_stacked", "DCGAN on stackedMNIST"), ("pacgan_stacked", "PacGAN2 on stackedMNIST"))
 
 LIKELIHOOD_PROTOCOLS = {
     "a": "binarised (0.5) test set: one-sample ELBO of all 10,000 images; log p(x) importance-sampled "

@@ -130,6 +130,18 @@ def _stored(tensor: torch.Tensor, storage: str) -> torch.Tensor:
     return tensor
 
 
+@torch.no_grad()
+def round_to_storage(model: nn.Module, storage: str) -> nn.Module:
+    """Round the model's floating-point parameters and buffers in place to what `save` keeps under
+    `storage`, so that metrics computed afterwards describe the stored weights. Returns the model."""
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    for tensor in model.state_dict().values():
+        if tensor.is_floating_point():
+            tensor.copy_(_stored(tensor, storage).to(tensor.dtype))
+    return model
+
+
 def save(name: str, model: nn.Module, *, metrics: dict | None = None, data_mode: str | None = None,
          command: str | None = None, history: dict | None = None, trained_seconds: float | None = None,
          directory: Path | None = None, storage: str = "float32") -> Path:

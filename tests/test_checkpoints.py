@@ -183,3 +183,22 @@ def test_half_precision_storage_halves_the_file_and_loads_into_float32(tmp_path)
     assert checkpoints._stored(big.weight.detach(), "float16").dtype == torch.float32
     with pytest.raises(ValueError, match="storage must be one of"):
         checkpoints.save("x", gan, directory=tmp_path, storage="int8")
+
+
+def test_rounding_to_the_storage_gives_exactly_the_weights_that_load_back(tmp_path):
+    from helpers.models import GAN
+    with settings.forked_rng(0):
+        gan = GAN(latent_dim=32, width=16, snapshots=2, blocks=1).eval()
+    before = {k: v.clone() for k, v in gan.state_dict().items()}
+    checkpoints.round_to_storage(gan, "float16")
+    checkpoints.save("half", gan, directory=tmp_path, storage="float16")
+    loaded = checkpoints.load("half", "cpu", directory=tmp_path)
+    for (key, a), b in zip(gan.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), key
+        if a.is_floating_point():
+            assert torch.equal(a, before[key].half().float()), key              # float16's rounding, in place
+    z = torch.randn(4, 32, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(gan.decode(z), loaded.decode(z))                           # the samples scored are the shipped ones
+    assert checkpoints.round_to_storage(gan, "float32") is gan
+    with pytest.raises(ValueError, match="storage must be one of"):
+        checkpoints.round_to_storage(gan, "bf16")

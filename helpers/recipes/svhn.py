@@ -297,6 +297,7 @@ def _wgan_gp_svhn(device, resume) -> Trained:
                "last_epoch_wasserstein": last.get("train_wasserstein"),
                "last_epoch_penalty": last.get("train_penalty"), "last_epoch_val_fid": last.get("val_fid")}
     metrics["generator_steps"] = metrics["critic_steps"] // s["n_critic"]
+    checkpoints.round_to_storage(model, "float16")           # the FID of the weights as stored
     metrics.update(svhn_sample_fid(model))
     return Trained(model, _rounded(metrics, 4), history.to_dict(), _svhn_data_mode(svhn), storage="float16")
 # --- end of the SVHN section ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ GAN_SAMPLE_SEEDS = (0, 1, 2)    # sampling seeds of the stored evaluation; the t
 GAN_SETTINGS = {
     # CIL Series 9 Problem 3 follows the TensorFlow DCGAN tutorial, which trains on MNIST's grey
     # values (scaled to [-1, 1] for its tanh); our generator ends in a sigmoid, so grey values in
-    # [0, 1]: MONO_FLOAT_COMPLETE. Adam 2e-4, betas (0.5, 0.999) and batch 64 as Radford et al.
+    # [0, 1]: MONO_FLOAT_COMPLETE. Adam 2e-4 and betas (0.5, 0.999) as Radford et al., batch 64 (theirs 128).
     # A generator one 3x3 block deeper than the stacked GANs' (blocks=1; the tutorial's has three
     # convolutions too) whose samples come from a weight average (ema 0.999, about the last 1,000
     # generator steps): the two-layer generator without averaging reached predictability 0.83

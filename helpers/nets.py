@@ -37,8 +37,9 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
 
 class MLPClassifier(nn.Module):
     """(N, C, S, S) -> (N, classes) logits: a fully connected net on the flattened pixels (each
-    image standardised first if `standardize`), two hidden ReLU layers of `hidden` units. A second opinion beside `DigitClassifier` with nothing
-    in common with it but the data (no convolutions, no shared weights)."""
+    image standardised first if `standardize`), two hidden ReLU layers of `hidden` units. A second
+    opinion beside `DigitClassifier` with nothing in common with it but the data (no convolutions,
+    no shared weights)."""
 
     def __init__(self, in_features: int = 784, hidden: int = 256, classes: int = 10, standardize: bool = False):
         super().__init__()

@@ -161,25 +161,35 @@ def _evaluate_gan(model) -> dict:
 HELDOUT_SEED = 7           # the held-out classifier's training seed
 
 
+def train_heldout_mlp(make_net, train: tuple, test: tuple, epochs: int, seed: int, desc: str,
+                      device_name: str = "cpu"):
+    """Build a judge with `make_net()` (e.g. an `nets.MLPClassifier`) and train it on the images and
+    labels `train` (Adam 1e-3, batch 128), its initial weights and batches from `seed` alone (also
+    under a caller's no_grad). Returns (net in eval mode on `device_name`, its accuracy on `test`)."""
+    from ..metrics import batched
+    from ..training import fit
+    from ..verification import classification_loss
+    with settings.forked_rng(seed), torch.enable_grad():
+        net = make_net().to(device_name)
+        fit(net, classification_loss, train, epochs=epochs, batch_size=128, lr=1e-3, seed=seed, desc=desc,
+            progress=False)
+    net.eval()
+    x, y = test
+    accuracy = (batched(net, x.to(device_name), 1000).argmax(1).cpu() == y).float().mean().item()
+    return net, accuracy
+
+
 @functools.lru_cache(maxsize=1)
 def heldout_classifier(device_name: str = "cpu"):
     """A classifier the GANs were never tuned against: `nets.MLPClassifier` (784-256-256-10) trained
-    for 3 epochs (Adam 1e-3, batch 128, seed HELDOUT_SEED) on the 60,000 grey MNIST training images,
+    for 3 epochs (`train_heldout_mlp`, seed HELDOUT_SEED) on the 60,000 grey MNIST training images,
     with none of the verification net's outlier training. Returns (net in eval mode, its test
     accuracy); trained once per process (about 30 s on one core)."""
-    from ..metrics import batched
     from ..nets import MLPClassifier
-    from ..training import fit
-    from ..verification import classification_loss
-    x, y = MNISTData(DataMode.MONO_FLOAT_COMPLETE).get_full_data_set(training=True)
-    with settings.forked_rng(HELDOUT_SEED), torch.enable_grad():      # its own initial weights; trains
-        net = MLPClassifier().to(device_name)                          # under a caller's no_grad too
-        fit(net, classification_loss, (x, y), epochs=3, batch_size=128, lr=1e-3, seed=HELDOUT_SEED,
-            desc="held-out MLP", progress=False)
-    net.eval()
-    xt, yt = MNISTData(DataMode.MONO_FLOAT_COMPLETE).get_full_data_set(training=False)
-    accuracy = (batched(net, xt.to(device_name), 2000).argmax(1).cpu() == yt).float().mean().item()
-    return net, accuracy
+    data = MNISTData(DataMode.MONO_FLOAT_COMPLETE)
+    return train_heldout_mlp(MLPClassifier, data.get_full_data_set(training=True),
+                             data.get_full_data_set(training=False), epochs=3, seed=HELDOUT_SEED,
+                             desc="held-out MLP", device_name=device_name)
 
 
 @torch.no_grad()

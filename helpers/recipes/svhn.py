@@ -14,7 +14,7 @@ from .registry import (
     EVALUATIONS, Trained, _rounded, likelihood_stopping, one_cycle, recipe,
 )
 from .autoencoders import FLOW_PRIOR
-from .gans import fit_gan_recipe
+from .gans import fit_gan_recipe, train_heldout_mlp
 from .fid import (
     FID_SAMPLES, FID_SEED, SVHN_CLASSIFIER, FIDReference, load_svhn_data, svhn_classifier_net, svhn_sample_fid,
 )
@@ -197,20 +197,14 @@ SVHN_HELDOUT_SEED = 7       # the held-out SVHN classifier's training seed
 def svhn_heldout_classifier(device_name: str = "cpu"):
     """A second SVHN judge that nothing was tuned against: `nets.MLPClassifier` on per-image
     standardised pixels (3072-512-512-10, no convolutions, nothing shared with svhn_classifier),
-    trained for 20 epochs (Adam 1e-3, batch 128, seed SVHN_HELDOUT_SEED) on the train part.
+    trained for 20 epochs (`gans.train_heldout_mlp`, seed SVHN_HELDOUT_SEED) on the train part.
     Returns (net in eval mode, its accuracy on the held-out part); trained once per process (about
     40 s on one core)."""
-    from ..metrics import batched
     from ..nets import MLPClassifier
     svhn = load_svhn_data()
-    with settings.forked_rng(SVHN_HELDOUT_SEED), torch.enable_grad():
-        net = MLPClassifier(in_features=3 * 32 * 32, hidden=512, standardize=True).to(device_name)
-        fit(net, classification_loss, svhn.train, epochs=2 if settings.smoke_mode() else 20, batch_size=128,
-            lr=1e-3, seed=SVHN_HELDOUT_SEED, desc="held-out SVHN MLP", progress=False)
-    net.eval()
-    x, y = svhn.test
-    accuracy = (batched(net, x.to(device_name), 1000).argmax(1).cpu() == y).float().mean().item()
-    return net, accuracy
+    return train_heldout_mlp(lambda: MLPClassifier(in_features=3 * 32 * 32, hidden=512, standardize=True),
+                             svhn.train, svhn.test, epochs=2 if settings.smoke_mode() else 20,
+                             seed=SVHN_HELDOUT_SEED, desc="held-out SVHN MLP", device_name=device_name)
 
 
 @torch.no_grad()
